@@ -1,0 +1,18 @@
+"""Entry point: `python launch.py [group=option ...] [key=value ...]` (add -m for sweeps)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from miles_hydra.app import main as app_main
+from miles_hydra.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return app_main(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""What launch.py does with a composed config: validate, then plan, check or run."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from miles_hydra.config import Mode, RunConfig, materialize
+from miles_hydra.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Validate the whole config before anything runs; then act on ``cfg.mode``."""
+    try:
+        run = materialize(cfg)
+    except ConfigError as exc:
+        print(f"miles_hydra: invalid config: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if run.mode is Mode.plan:
+        from miles_hydra.plan import render_plan
+
+        print(render_plan(run))
+        return None
+    if run.mode is Mode.check:
+        from miles_hydra.plan import run_check
+
+        sys.exit(run_check(run))
+    return _run(run)
+
+
+def _run(run: RunConfig) -> float | None:
+    from miles_hydra.job import submit
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    return submit(run, run_dir)

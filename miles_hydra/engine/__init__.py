@@ -1,0 +1,1 @@
+"""Embedded RL engine (backend=local). Submodules import torch; this package file does not."""
