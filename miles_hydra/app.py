@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from miles_hydra.config import Mode, RunConfig, materialize
 from miles_hydra.errors import ConfigError
+from miles_hydra.sweep.manifest import IN_JOB_ENV
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _run(run: RunConfig) -> float | None:
-    from miles_hydra.job import submit
+    from miles_hydra.job import objective, run_tracked, submit
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+    if os.environ.get(IN_JOB_ENV) and run_dir is not None:
+        # A sweep variant, already placed by the launcher (in a Slurm array task or locally).
+        return objective(run, run_tracked(run, run_dir))
     return submit(run, run_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Optional
 
 from miles_hydra.config.algorithm import AlgorithmConfig
 from miles_hydra.config.backend import BackendConfig
@@ -31,6 +32,7 @@ class RunConfig:
     mode: Mode = Mode.run  # what launch.py does with the config
     seed: int = 1234  # global seed (data, sampling, init)
     output_root: str = "runs"  # root of all run directories
+    objective_metric: Optional[str] = None  # value returned to sweepers; None = first eval/* metric
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture and weights
     parallelism: ParallelismConfig = field(default_factory=ParallelismConfig)  # GPU layout
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)  # numeric formats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -50,6 +51,11 @@ def register_configs() -> None:
         cs.store(group="schema", name=group, node=schema)
     cs.store(group="schema", name="correction", node=CorrectionConfig)
     cs.store(name="run_schema", node=RunConfig)
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        cs.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"  # sweep presets: +sweep=<name>
 
 
 def materialize(cfg: DictConfig | dict[str, Any]) -> RunConfig:

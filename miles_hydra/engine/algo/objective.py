@@ -153,19 +153,16 @@ def compute_policy_loss_and_metrics(
         ``(loss, metrics)``: scalar loss with grad; detached 0-d metrics.
     """
     mask = loss_mask.bool()
-
-    def clean(
-        x: torch.Tensor,
-    ) -> torch.Tensor:  # finite zeros at masked positions so nothing leaks from padding
-        return torch.where(mask, x, 0.0)
-
-    log_probs, old_log_probs = clean(log_probs), clean(old_log_probs).detach()
+    # Finite zeros at masked positions: nothing leaks from padding into losses or gradients.
+    log_probs = torch.where(mask, log_probs, 0.0)
+    old_log_probs = torch.where(mask, old_log_probs, 0.0).detach()
+    if rollout_log_probs is not None:
+        rollout_log_probs = torch.where(mask, rollout_log_probs, 0.0).detach()
     reduce = _aggregator(loss_mask, config, sample_denominators, num_samples, num_tokens)
 
-    if config.gspo:
-        ppo_kl = sequence_ppo_kl(log_probs, old_log_probs, loss_mask)
-    else:
-        ppo_kl = token_ppo_kl(log_probs, old_log_probs)
+    ppo_kl = (sequence_ppo_kl if config.gspo else _token_ppo_kl)(
+        log_probs, old_log_probs, loss_mask
+    )
     ppo_kl = sanitize(ppo_kl, loss_mask)
     pg_loss, pg_clipfrac = ppo_clip_loss(
         ppo_kl,
@@ -180,55 +177,92 @@ def compute_policy_loss_and_metrics(
         if rollout_log_probs is None:
             raise ValueError(f"correction={config.correction.value} needs rollout_log_probs")
         pg_loss, numerator, correction_metrics = _apply_correction(
-            pg_loss, old_log_probs, clean(rollout_log_probs), loss_mask, config
+            pg_loss, old_log_probs, rollout_log_probs, loss_mask, config
         )
         correction_metrics["ois"] = (-ppo_kl.detach()).exp()
 
-    pg_loss = reduce(pg_loss, numerator)
-    loss = pg_loss
+    def reduce_numerator(values: torch.Tensor) -> torch.Tensor:
+        return reduce(torch.where(mask, values, 0.0), numerator)
+
+    pg_loss = reduce_numerator(pg_loss)
+    ess = ess_ratio_per_sample(ppo_kl, loss_mask)
     metrics = {
         "train/pg_loss": pg_loss,
-        "train/pg_clipfrac": reduce(pg_clipfrac, numerator),
-        "train/ppo_kl": reduce(ppo_kl, numerator),
+        "train/pg_clipfrac": reduce_numerator(pg_clipfrac),
+        "train/ppo_kl": reduce_numerator(ppo_kl),
         "train/ess_ratio": aggregate_per_sample(
-            ess_ratio_per_sample(ppo_kl, loss_mask),
-            loss_mask,
-            config.aggregation,
-            num_samples=num_samples,
-            num_tokens=num_tokens,
+            ess, loss_mask, config.aggregation, num_samples=num_samples, num_tokens=num_tokens
         ),
     }
-
-    entropy_loss = pg_loss.new_zeros(())
-    if entropy is not None:
-        entropy_loss = reduce(clean(entropy), numerator)
-        if config.entropy_coef != 0:
-            loss = loss - config.entropy_coef * entropy_loss
-    elif config.entropy_coef != 0:
-        raise ValueError("entropy_coef != 0 needs the token entropy")
-    metrics["train/entropy_loss"] = entropy_loss
-
-    if config.use_kl_loss:
-        if ref_log_probs is None:
-            raise ValueError("use_kl_loss needs ref_log_probs")
-        ratio = (log_probs - old_log_probs).exp() if config.use_unbiased_kl else None
-        kl = approx_kl(log_probs, clean(ref_log_probs), config.kl_loss_type, ratio)
-        kl_loss = reduce(sanitize(kl, loss_mask), numerator)
-        if config.kl_loss_coef != 0:
-            loss = loss + config.kl_loss_coef * kl_loss
-        metrics["train/kl_loss"] = kl_loss
-
+    regularization, regularizer_metrics = _regularizers(
+        log_probs, old_log_probs, ref_log_probs, entropy, loss_mask, config, reduce_numerator
+    )
+    loss = pg_loss + regularization
+    metrics.update(regularizer_metrics)
     if rollout_log_probs is not None:
-        rollout = clean(rollout_log_probs).detach()
-        abs_diff = sanitize((old_log_probs - rollout).abs(), loss_mask)
-        metrics["train/train_rollout_logprob_abs_diff"] = reduce(abs_diff, numerator)
-        rollout_kl = sanitize(approx_kl(rollout, old_log_probs, KLType.low_var_kl), loss_mask)
-        metrics["train/train_rollout_kl"] = reduce(rollout_kl, numerator)
-
+        metrics.update(_rollout_diagnostics(old_log_probs, rollout_log_probs, reduce_numerator))
     for key, value in correction_metrics.items():
         metrics[f"train/{key}"] = reduce(value)
     metrics["train/loss"] = loss
     return loss, {key: value.detach() for key, value in metrics.items()}
+
+
+def _token_ppo_kl(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, loss_mask: torch.Tensor
+) -> torch.Tensor:
+    """``ppo_kl_t = log π_old − log π_θ`` (the mask is applied by ``sanitize`` afterwards)."""
+    return token_ppo_kl(log_probs, old_log_probs)
+
+
+def _regularizers(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    ref_log_probs: torch.Tensor | None,
+    entropy: torch.Tensor | None,
+    loss_mask: torch.Tensor,
+    cfg: PolicyLossConfig,
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``−entropy_coef·reduce(H) + kl_loss_coef·reduce(KL(π_θ‖π_ref))`` and their metrics.
+
+    The entropy term is reported as ``train/entropy_loss`` (0 without ``entropy``) and only
+    enters the loss when ``entropy_coef != 0``; ``train/kl_loss`` is reported whenever
+    ``use_kl_loss`` (even with coefficient 0), as in miles.
+    """
+    total = log_probs.new_zeros(())
+    metrics = {"train/entropy_loss": log_probs.new_zeros(())}
+    if entropy is not None:
+        metrics["train/entropy_loss"] = reduce(entropy)
+        if cfg.entropy_coef != 0:
+            total = total - cfg.entropy_coef * metrics["train/entropy_loss"]
+    elif cfg.entropy_coef != 0:
+        raise ValueError("entropy_coef != 0 needs the token entropy")
+    if cfg.use_kl_loss:
+        if ref_log_probs is None:
+            raise ValueError("use_kl_loss needs ref_log_probs")
+        ref_log_probs = torch.where(loss_mask.bool(), ref_log_probs, 0.0)
+        ratio = (log_probs - old_log_probs).exp() if cfg.use_unbiased_kl else None
+        kl = approx_kl(log_probs, ref_log_probs, cfg.kl_loss_type, ratio)
+        metrics["train/kl_loss"] = reduce(sanitize(kl, loss_mask))
+        if cfg.kl_loss_coef != 0:
+            total = total + cfg.kl_loss_coef * metrics["train/kl_loss"]
+    return total, metrics
+
+
+def _rollout_diagnostics(
+    old_log_probs: torch.Tensor,
+    rollout_log_probs: torch.Tensor,
+    reduce: Callable[[torch.Tensor], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """``train_rollout_logprob_abs_diff = reduce(|log π_old − log π_roll|)`` and
+    ``train_rollout_kl = reduce(low_var_kl(log π_roll, log π_old))``
+    (= ``ρ − 1 − log ρ`` per token with ``ρ = π_old/π_roll``, clamped)."""
+    abs_diff = torch.nan_to_num((old_log_probs - rollout_log_probs).abs(), 0.0, 0.0, 0.0)
+    kl = approx_kl(rollout_log_probs, old_log_probs, KLType.low_var_kl)
+    return {
+        "train/train_rollout_logprob_abs_diff": reduce(abs_diff),
+        "train/train_rollout_kl": reduce(torch.nan_to_num(kl, 0.0, 0.0, 0.0)),
+    }
 
 
 def compute_value_loss_and_metrics(

@@ -116,5 +116,5 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     probs = torch.softmax(logits, dim=-1)
     # Logits of -inf (a sampling mask) have p = 0 and contribute 0, not 0 * -inf = NaN.
-    weighted = torch.where(probs > 0, probs * logits, torch.zeros((), dtype=logits.dtype))
-    return torch.logsumexp(logits, dim=-1) - weighted.sum(dim=-1)
+    finite_logits = torch.where(probs > 0, logits, 0.0)
+    return torch.logsumexp(logits, dim=-1) - (probs * finite_logits).sum(dim=-1)

@@ -1,0 +1,1 @@
+"""Hydra launcher plugin of miles_hydra (``hydra/launcher=miles``, the default)."""

@@ -1,0 +1,132 @@
+"""The multirun launcher: validate every variant, then run them here or as one Slurm array.
+
+All-or-nothing: every variant is composed and validated before anything starts; one invalid
+variant means nothing is submitted, and the error names the variant and the key. On Slurm the
+whole batch goes out as one job array (one sbatch call) capped at ``cluster.array_parallelism``
+concurrent tasks; each variant runs in its own directory ``<sweep dir>/<variant>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from miles_hydra.sweep.manifest import IN_JOB_ENV, SWEEP_ID_ENV
+
+log = logging.getLogger(__name__)
+
+
+class MilesHydraLauncher(Launcher):
+    def __init__(self, submitit_folder: str) -> None:
+        self.submitit_folder = submitit_folder
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        from miles_hydra.sweep.launch import SweepValidationError, plan_sweep
+
+        assert self.config is not None and self.hydra_context is not None
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        try:
+            plan = plan_sweep(
+                self.hydra_context.config_loader,
+                self.config,
+                job_overrides,
+                initial_job_idx,
+                sweep_dir,
+            )
+        except SweepValidationError as exc:
+            print(f"miles_hydra: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        os.environ[SWEEP_ID_ENV] = plan.manifest.sweep_id
+        for num, overrides in zip(plan.nums, job_overrides):
+            log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
+        if plan.scheduler == "slurm":
+            return self._launch_slurm(plan, job_overrides, sweep_dir)
+        return [
+            self(list(overrides), "hydra.sweep.dir", num, f"local_{num}", Singleton.get_state())
+            for num, overrides in zip(plan.nums, job_overrides)
+        ]
+
+    def _launch_slurm(self, plan: Any, job_overrides: Sequence[Sequence[str]], sweep_dir: Path):
+        import submitit
+
+        executor = submitit.AutoExecutor(
+            folder=self.submitit_folder.replace("${hydra.sweep.dir}", str(sweep_dir)),
+            cluster="slurm",
+        )
+        executor.update_parameters(**plan.slurm_parameters)
+        state = Singleton.get_state()
+        args = [
+            (list(overrides), "hydra.sweep.dir", num, f"job_{num}", state)
+            for num, overrides in zip(plan.nums, job_overrides)
+        ]
+        jobs = executor.map_array(self, *zip(*args))
+        plan.manifest.array_job_id = jobs[0].job_id.split("_")[0] if jobs else None
+        plan.manifest.write(sweep_dir)
+        log.info(f"submitted {len(jobs)} variants as Slurm array {plan.manifest.array_job_id}")
+        return [_result(job) for job in jobs]
+
+    def __call__(
+        self,
+        sweep_overrides: list[str],
+        job_dir_key: str,
+        job_num: int,
+        job_id: str,
+        singleton_state: dict[type, Singleton],
+    ) -> JobReturn:
+        assert self.hydra_context is not None and self.config is not None
+        assert self.task_function is not None
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        os.environ[IN_JOB_ENV] = "1"
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(
+            self.config, sweep_overrides
+        )
+        with open_dict(sweep_config.hydra.job) as job:
+            job.id = os.environ.get("SLURM_JOB_ID", job_id)
+            job.num = job_num
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key=job_dir_key,
+            job_subdir_key="hydra.sweep.subdir",
+        )
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """On preemption or time limit: requeue the same variant; it resumes from its checkpoint."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _result(job: Any) -> JobReturn:
+    try:
+        return job.results()[0]
+    except Exception as exc:  # a failed variant must not hide the others' results
+        log.error(f"variant job {job.job_id} failed: {exc}")
+        ret = JobReturn()
+        ret.status = JobStatus.FAILED
+        ret._return_value = exc
+        return ret

@@ -1,0 +1,119 @@
+"""What each task of the allocation runs: Ray across the nodes, then the job on node 0.
+
+The same body runs in this process (``cluster=local``), in a submitit subprocess, and in every
+Slurm task (one per node). Task 0 writes the run record, starts the Ray head, waits for every
+node, runs the job and writes ``result.json``; the other tasks join Ray and wait. A job that
+returns ``{"preempted": True}`` after the warning signal is requeued through submitit and resumes
+in the same run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import submitit
+
+from miles_hydra.cluster import preemption, rundir
+from miles_hydra.cluster.ray_cluster import RaySpec, head_node, worker_node
+
+log = logging.getLogger(__name__)
+
+JobFn = Callable[[Any, Path], dict]  # run_job(cfg, run_dir) -> final metrics
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """Who this task is within its job."""
+
+    job_id: str  # scheduler job id ("123", "123_4" for an array task, "local-<pid>" here)
+    rank: int  # 0 = head
+    num_tasks: int  # tasks of the job = Ray nodes (one task per node)
+    restart: int  # how many times the job was requeued before this attempt
+
+
+def task_info() -> TaskInfo:
+    """Read the submitit/Slurm environment, or describe this process when there is none."""
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return TaskInfo(job_id=f"local-{os.getpid()}", rank=0, num_tasks=1, restart=0)
+    return TaskInfo(
+        job_id=env.job_id, rank=env.global_rank, num_tasks=env.num_tasks,
+        restart=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+    )
+
+
+@contextlib.contextmanager
+def _job_log(run_dir: Path) -> Iterator[None]:
+    """Also write this process's log records to ``<run_dir>/logs/job.log``."""
+    handler = logging.FileHandler(run_dir / "logs" / "job.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def run_in_allocation(cfg: Any, group: Path, job_fn: JobFn) -> Optional[dict]:
+    """Run one task of the job; task 0 returns the job's result, the others None."""
+    cluster = cfg.cluster
+    task = task_info()
+    run_dir = rundir.job_run_dir(group, task.job_id)
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    spec = RaySpec(
+        num_nodes=task.num_tasks, num_cpus_per_node=cluster.cpus_per_task,
+        num_gpus_per_node=cluster.gpus_per_node,
+        startup_timeout_s=cluster.ray_startup_timeout_s, rendezvous_dir=run_dir,
+        attempt_id=f"{task.job_id}_{task.restart}",
+    )
+    if task.rank != 0:
+        worker_node(spec, task.rank, run_dir / "logs")
+        return None
+    with _job_log(run_dir):
+        log.info("job %s attempt %d: run dir %s", task.job_id, task.restart, run_dir)
+        rundir.write_run_record(run_dir, cfg)
+        preemption.install()
+        try:
+            result = _run_head(cfg, spec, run_dir, job_fn)
+        finally:
+            requeue = preemption.requested() and preemption.can_requeue()
+            if not requeue:
+                preemption.uninstall()
+    if requeue and result.get(preemption.PREEMPTED_KEY):
+        preemption.requeue_and_exit()  # raises SystemExit; the next attempt resumes here
+    return result
+
+
+def _run_head(cfg: Any, spec: RaySpec, run_dir: Path, job_fn: JobFn) -> dict:
+    started = time.monotonic()
+    if cfg.cluster.start_ray:
+        with head_node(spec, run_dir / "logs"):
+            ray_up_s = time.monotonic() - started
+            result = dict(job_fn(cfg, run_dir))
+        result.setdefault("cluster/ray_startup_s", round(ray_up_s, 2))
+    else:
+        result = dict(job_fn(cfg, run_dir))
+    result.setdefault("cluster/job_wall_s", round(time.monotonic() - started, 2))
+    rundir.write_result(run_dir, result)
+    return result
+
+
+class ClusterJob(submitit.helpers.Checkpointable):
+    """The callable submitit pickles: checkpointable, so a requeue re-runs it unchanged."""
+
+    def __init__(self, job_fn: JobFn) -> None:
+        self.job_fn = job_fn
+
+    def __call__(self, cfg: Any, group: str) -> Optional[dict]:
+        return run_in_allocation(cfg, Path(group), self.job_fn)

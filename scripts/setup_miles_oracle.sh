@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Create the miles parser oracle venv: miles-rl 0.0.2 (it vendors miles' Megatron fork and SGLang)
+# on CPU torch, so tests and `launch.py backend=miles mode=check` can run miles' own parse_args().
+#
+#   scripts/setup_miles_oracle.sh            # venv at $MILES_ORACLE_VENV or <repo>/.venv-miles-oracle
+#
+# Idempotent: a venv whose marker file matches these pins is left alone (~0.1 s). A fresh install
+# takes about 2 minutes on 2 cores and 2.8 GB of disk. Kept apart from the project environment on
+# purpose: the wheel's bundled `megatron/` package would clash with megatron-core.
+# Recipe and caveats: ../shared/reference/probes.md section 7.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${MILES_ORACLE_VENV:-${repo_root}/.venv-miles-oracle}"
+python_bin="${PYTHON:-python3.11}"
+
+# torch first and pinned (CPU wheel from the local store); never torchvision (the oracle stubs it).
+torch_pin="torch==2.13.0"
+# Exactly what miles.utils.arguments and its imports need, found by iterating on ImportError.
+deps=(
+  "PyYAML==6.0.4" "ray==2.60.0" "transformers==5.24.0" "sglang-router==0.3.2" "pybase64==1.5.1"
+  "ipython==9.18.1" "triton==3.9.0" "pillow==13.0.0" "openai==3.57.0"
+  "partial-json-parser==0.2.1.1.post7" "pyzmq==27.3.0" "dill==0.4.1" "sentencepiece==0.2.3"
+  "httpx==0.28.1" "six==1.17.0" "matplotlib==3.11.2"
+)
+miles_pin="miles-rl==0.0.2"
+marker="${venv}/.miles-oracle-pins"
+wanted="${torch_pin} ${deps[*]} ${miles_pin}"
+
+if [[ -f "${marker}" && "$(cat "${marker}")" == "${wanted}" ]]; then
+  echo "miles oracle venv up to date: ${venv}"
+  exit 0
+fi
+
+start=${SECONDS}
+"${python_bin}" -m venv "${venv}"
+pip_quiet() {
+  # The machine's pip prints one harmless "Location ... is ignored" line per mirror lookup.
+  PIP_NO_CACHE_DIR=1 "${venv}/bin/pip" install --quiet "$@" 2>&1 | { grep -v "is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip_quiet "${torch_pin}"
+pip_quiet "${torch_pin}" "${deps[@]}"
+# --no-deps: its declared dependencies (torchft-nightly, ring_flash_attn, ...) are GPU-only and
+# unneeded for parsing; never `pip install megatron` (an unrelated PyPI package).
+pip_quiet --no-deps "${miles_pin}"
+"${venv}/bin/python" -W ignore -c "import miles, megatron.training, sglang" >/dev/null 2>&1
+echo "${wanted}" > "${marker}"
+echo "miles oracle venv ready: ${venv} ($((SECONDS - start)) s)"

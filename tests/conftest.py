@@ -1,0 +1,50 @@
+"""Shared fixtures: compose the repo's real conf/ with Hydra, and materialize it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from miles_hydra.config import RunConfig, register_configs
+from miles_hydra.config import materialize as _materialize
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+register_configs()
+
+
+def compose_config(overrides: list[str], output_root: Path | None = None) -> DictConfig:
+    """Compose conf/config.yaml with ``overrides`` (GlobalHydra cleared before and after)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+    if output_root is not None:
+        with open_dict(cfg):
+            cfg.output_root = str(output_root)
+    return cfg
+
+
+def materialize(cfg: DictConfig) -> RunConfig:
+    """Validate a composed config into a RunConfig (raises ConfigError)."""
+    return _materialize(cfg)
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Iterator[Callable[[list[str]], DictConfig]]:
+    """``compose(overrides) -> DictConfig`` on the repo's conf/, outputs under tmp_path."""
+
+    def _compose(overrides: list[str]) -> DictConfig:
+        return compose_config(overrides, output_root=tmp_path / "runs")
+
+    yield _compose
+    GlobalHydra.instance().clear()
