@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from miles_hydra.config import RunConfig
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.config.cluster import ClusterKind
+from miles_hydra.errors import ConfigError
 from miles_hydra.memory import COUNTED, MemoryEstimate, estimate
 
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
@@ -160,29 +161,67 @@ def _command_lines(run: RunConfig) -> list[str]:
         from miles_hydra.miles.compile import compile_miles
     except ImportError as exc:
         return [f"command:   (not available: {exc})"]
-    cmd = compile_miles(run)
-    env = {k: ("<redacted>" if SECRET.search(k) else v) for k, v in sorted(cmd.env.items())}
+    try:
+        cmd = compile_miles(run)
+    except ConfigError as exc:
+        return [f"ERROR: the miles compiler refuses this config: {exc}"]
+    env = [
+        f"  {k}=<redacted>" if SECRET.search(k) else f"  {k}={shlex.quote(str(v))}"
+        for k, v in sorted(cmd.env.items())
+    ]
     return [
         "command:",
-        *(f"  {k}={shlex.quote(str(v))}" for k, v in env.items()),
+        *env,
         "  " + shlex.join([str(cmd.entry), *map(str, cmd.argv)]),
     ]
 
 
+# plan_data key -> the value miles derives (oracle_child.DERIVED_KEYS)
+CHECKED = {
+    "training_gpus": "world_size",
+    "dp": "data_parallel_size",
+    "global_batch_size": "global_batch_size",
+    "rollout_gpus": "rollout_num_gpus",
+    "engine_tp": "sglang_tp_size",
+}
+
+
 def run_check(run: RunConfig) -> int:
-    """``mode=check``: for backend=miles, parse the compiled command with miles' own parser."""
+    """``mode=check``: parse the compiled command with miles' own parser and compare the values
+    it derives with the plan. 0 = accepted and consistent, 1 = refused or inconsistent,
+    2 = cannot check here (no compiler/oracle, or the compiler refuses the config)."""
     if run.backend.kind is BackendKind.local:
         print("backend=local: nothing to check beyond validation (the config is valid)")
         return 0
     try:
-        from miles_hydra.miles.oracle import check
+        from miles_hydra.miles.compile import compile_miles
+        from miles_hydra.miles.oracle import SETUP_HINT, oracle_python, parse_many
     except ImportError as exc:
         print(
             f"mode=check needs miles_hydra.miles.oracle, which is not available: {exc}",
             file=sys.stderr,
         )
         return 2
-    result = check(run)
-    if isinstance(result, bool):
-        return 0 if result else 1
-    return int(result)
+    if oracle_python() is None:
+        print(f"mode=check: no miles oracle interpreter here; {SETUP_HINT}", file=sys.stderr)
+        return 2
+    try:
+        cmd = compile_miles(run)
+    except ConfigError as exc:
+        print(f"miles_hydra: invalid config for miles: {exc}", file=sys.stderr)
+        return 2
+    verdict = parse_many({"run": cmd.argv}).results[0]
+    if not verdict.ok:
+        print(f"miles refused the compiled command: {verdict.error}", file=sys.stderr)
+        return 1
+    plan = plan_data(run)
+    bad = [
+        f"{ours}: plan {plan[ours]} != miles {key}={verdict.derived.get(key)}"
+        for ours, key in CHECKED.items()
+        if key in verdict.derived and verdict.derived[key] != plan[ours]
+    ]
+    for line in bad:
+        print(f"mismatch: {line}", file=sys.stderr)
+    if not bad:
+        print(f"miles accepted the command ({len(cmd.argv)} args); derived values match the plan")
+    return 1 if bad else 0

@@ -140,6 +140,9 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds before it may start again (default 120): keep the
+# preemption tests short. Still ample for a step launch on one node.
+AuthInfo=cred_expire=15
 CredType=cred/munge
 MpiDefault=none
 # no cgroups in this sandbox: linuxproc tracking and task/none

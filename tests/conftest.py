@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import pytest
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from miles_hydra.config import RunConfig, register_configs
 from miles_hydra.config import materialize as _materialize
@@ -31,6 +34,30 @@ def compose_config(overrides: list[str], output_root: Path | None = None) -> Dic
     if output_root is not None:
         with open_dict(cfg):
             cfg.output_root = str(output_root)
+    return cfg
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_choices(choices: tuple[str, ...]) -> DictConfig:
+    return compose_config(list(choices))
+
+
+def compose_fast(overrides: list[str]) -> DictConfig:
+    """Like ``compose_config`` but composes each set of group choices once (cached) and applies
+    ``key=value`` overrides with OmegaConf on a copy: typed nodes still reject wrong types and
+    unknown keys. Use the real ``compose`` for anything that tests Hydra's own parsing."""
+    choices = tuple(o for o in overrides if "=" in o and "." not in o.split("=", 1)[0])
+    cfg = copy.deepcopy(_compose_choices(choices))
+    for item in overrides:
+        if item in choices:
+            continue
+        key, _, raw = item.partition("=")
+        value = yaml.safe_load(raw) if raw else None
+        if key.startswith("+"):
+            with open_dict(cfg):
+                OmegaConf.update(cfg, key[1:], value, force_add=True)
+        else:
+            OmegaConf.update(cfg, key, value)
     return cfg
 
 

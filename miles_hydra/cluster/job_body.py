@@ -13,9 +13,10 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import submitit
 
@@ -44,7 +45,9 @@ def task_info() -> TaskInfo:
     except RuntimeError:  # not inside a submitit job
         return TaskInfo(job_id=f"local-{os.getpid()}", rank=0, num_tasks=1, restart=0)
     return TaskInfo(
-        job_id=env.job_id, rank=env.global_rank, num_tasks=env.num_tasks,
+        job_id=env.job_id,
+        rank=env.global_rank,
+        num_tasks=env.num_tasks,
         restart=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
     )
 
@@ -65,16 +68,25 @@ def _job_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def run_in_allocation(cfg: Any, group: Path, job_fn: JobFn) -> Optional[dict]:
-    """Run one task of the job; task 0 returns the job's result, the others None."""
+def run_in_allocation(
+    cfg: Any, group: Path, job_fn: JobFn, append_job_id: bool = True
+) -> Optional[dict]:
+    """Run one task of the job; task 0 returns the job's result, the others None.
+
+    The run directory is ``<group>/<job id>``, or ``group`` itself with ``append_job_id=False``
+    (a sweep variant whose directory the sweep launcher already chose).
+    """
     cluster = cfg.cluster
     task = task_info()
-    run_dir = rundir.job_run_dir(group, task.job_id)
+    run_dir = rundir.job_run_dir(group, task.job_id) if append_job_id else group
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "ray").mkdir(exist_ok=True)  # rendezvous files of the Ray nodes
     spec = RaySpec(
-        num_nodes=task.num_tasks, num_cpus_per_node=cluster.cpus_per_task,
+        num_nodes=task.num_tasks,
+        num_cpus_per_node=cluster.cpus_per_task,
         num_gpus_per_node=cluster.gpus_per_node,
-        startup_timeout_s=cluster.ray_startup_timeout_s, rendezvous_dir=run_dir,
+        startup_timeout_s=cluster.ray_startup_timeout_s,
+        rendezvous_dir=run_dir / "ray",
         attempt_id=f"{task.job_id}_{task.restart}",
     )
     if task.rank != 0:

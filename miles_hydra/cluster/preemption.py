@@ -20,7 +20,8 @@ import logging
 import signal
 import threading
 import types
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ def clear() -> None:
 
 
 def _on_signal(signum: int, frame: Optional[types.FrameType]) -> None:
-    log.warning("received %s: will checkpoint and requeue after this step", signal.Signals(signum).name)
+    log.warning(
+        "received %s: will checkpoint and requeue after this step", signal.Signals(signum).name
+    )
     _requested.set()
 
 

@@ -23,9 +23,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from miles_hydra.errors import ClusterError
 
@@ -75,19 +76,30 @@ def free_port() -> int:
 def _port_args() -> list[str]:
     """Every fixed-default port Ray would open on a node, replaced by a free one."""
     flags = (
-        "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--metrics-export-port",
+        "--runtime-env-agent-port",
     )
     return [arg for flag in flags for arg in (flag, str(free_port()))]
 
 
-def start_command(spec: RaySpec, temp_dir: Path, ip: str, head_port: Optional[int],
-                  head_address: Optional[str]) -> list[str]:
+def start_command(
+    spec: RaySpec, temp_dir: Path, ip: str, head_port: Optional[int], head_address: Optional[str]
+) -> list[str]:
     """The `ray start --block` argv of a head (head_port) or a worker (head_address)."""
     cmd = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--block",
-        f"--node-ip-address={ip}", f"--num-cpus={spec.num_cpus_per_node}",
-        f"--num-gpus={spec.num_gpus_per_node}", f"--temp-dir={temp_dir}",
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--block",
+        f"--node-ip-address={ip}",
+        f"--num-cpus={spec.num_cpus_per_node}",
+        f"--num-gpus={spec.num_gpus_per_node}",
+        f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
     if head_port is not None:
@@ -111,8 +123,13 @@ class RayNodeProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=ray_env(), start_new_session=True, preexec_fn=_ignore_warning_signal,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=ray_env(),
+                start_new_session=True,
+                preexec_fn=_ignore_warning_signal,
             )
 
     def alive(self) -> bool:
@@ -180,8 +197,11 @@ def _registered(spec: RaySpec) -> tuple[int, float, float]:
 
 def wait_until_registered(spec: RaySpec, head: RayNodeProcess, deadline: float) -> None:
     """Poll until all nodes, CPUs and GPUs are in; fail fast if the head or a worker failed."""
-    want = (spec.num_nodes, spec.num_cpus_per_node * spec.num_nodes,
-            spec.num_gpus_per_node * spec.num_nodes)
+    want = (
+        spec.num_nodes,
+        spec.num_cpus_per_node * spec.num_nodes,
+        spec.num_gpus_per_node * spec.num_nodes,
+    )
     have = (0, 0.0, 0.0)
     while time.monotonic() < deadline:
         if not head.alive():
@@ -196,7 +216,7 @@ def wait_until_registered(spec: RaySpec, head: RayNodeProcess, deadline: float) 
     raise ClusterError(
         f"Ray was not up after {spec.startup_timeout_s:.0f} s (cluster.ray_startup_timeout_s): "
         f"{have[0]}/{want[0]} nodes, {have[1]:g}/{want[1]} CPUs, {have[2]:g}/{want[2]} GPUs "
-        f"registered; check the worker logs in {spec.rendezvous_dir}/logs"
+        f"registered; check the node logs in {spec.rendezvous_dir.parent}/logs"
     )
 
 
@@ -214,8 +234,9 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
     ip = node_ip(spec.num_nodes)
     port = free_port()
     temp_dir = _temp_dir(spec, 0)
-    head = RayNodeProcess(start_command(spec, temp_dir, ip, port, None),
-                          log_dir / "ray_node_0.log", temp_dir)
+    head = RayNodeProcess(
+        start_command(spec, temp_dir, ip, port, None), log_dir / "ray_node_0.log", temp_dir
+    )
     address = f"{ip}:{port}"
     try:
         _wait_for_port(head, ip, port, deadline)
@@ -223,8 +244,9 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
         os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": address})
         ray.init(address=address, logging_level=logging.WARNING)
         wait_until_registered(spec, head, deadline)
-        log.info("Ray up at %s in %.1f s (%d nodes)", address, time.monotonic() - started,
-                 spec.num_nodes)
+        log.info(
+            "Ray up at %s in %.1f s (%d nodes)", address, time.monotonic() - started, spec.num_nodes
+        )
         yield address
     finally:
         with contextlib.suppress(Exception):
@@ -241,8 +263,10 @@ def _read_head_address(spec: RaySpec, deadline: float) -> str:
         with contextlib.suppress(OSError, ValueError, KeyError):
             return json.loads(_head_file(spec).read_text())["address"]
         time.sleep(POLL_S)
-    raise ClusterError(f"no Ray head address in {_head_file(spec)} after "
-                       f"{spec.startup_timeout_s:.0f} s (cluster.ray_startup_timeout_s)")
+    raise ClusterError(
+        f"no Ray head address in {_head_file(spec)} after "
+        f"{spec.startup_timeout_s:.0f} s (cluster.ray_startup_timeout_s)"
+    )
 
 
 def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> RayNodeProcess:
@@ -250,8 +274,11 @@ def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> RayNodePr
     ip = node_ip(spec.num_nodes)
     for attempt in range(1, JOIN_ATTEMPTS + 1):
         temp_dir = _temp_dir(spec, rank)
-        node = RayNodeProcess(start_command(spec, temp_dir, ip, None, address),
-                              log_dir / f"ray_node_{rank}.log", temp_dir)
+        node = RayNodeProcess(
+            start_command(spec, temp_dir, ip, None, address),
+            log_dir / f"ray_node_{rank}.log",
+            temp_dir,
+        )
         settle = min(deadline, time.monotonic() + 10.0)  # a failed `ray start` exits quickly
         while node.alive() and time.monotonic() < settle:
             time.sleep(POLL_S)
@@ -259,8 +286,10 @@ def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> RayNodePr
             return node
         log.warning("ray start on node %d exited (attempt %d/%d)", rank, attempt, JOIN_ATTEMPTS)
         node.stop()
-    raise ClusterError(f"node {rank} could not join the Ray head at {address}; "
-                       f"log ({node.log_path}):\n{node.log_tail()}")
+    raise ClusterError(
+        f"node {rank} could not join the Ray head at {address}; "
+        f"log ({node.log_path}):\n{node.log_tail()}"
+    )
 
 
 def worker_node(spec: RaySpec, rank: int, log_dir: Path) -> None:
@@ -274,8 +303,10 @@ def worker_node(spec: RaySpec, rank: int, log_dir: Path) -> None:
     try:
         while not _done_file(spec).exists():
             if not node.alive():
-                raise ClusterError(f"Ray on node {rank} died (code {node.proc.returncode}); "
-                                   f"log:\n{node.log_tail()}")
+                raise ClusterError(
+                    f"Ray on node {rank} died (code {node.proc.returncode}); "
+                    f"log:\n{node.log_tail()}"
+                )
             time.sleep(POLL_S * 4)
     finally:
         node.stop()

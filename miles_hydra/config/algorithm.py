@@ -58,7 +58,10 @@ class CorrectionConfig:
     kind: CorrectionKind = CorrectionKind.none  # which correction
     lower: Optional[float] = None  # lower IS bound; None = 0 for tis, 1/upper for mis/icepop
     upper: float = 2.0  # upper IS bound (miles --tis-clip)
-    level: CorrectionLevel = CorrectionLevel.token  # ratio aggregation level (mis)
+    level: CorrectionLevel = (
+        CorrectionLevel.token
+    )  # ratio aggregation level of the IS weights (mis)
+    rs_level: Optional[CorrectionLevel] = None  # ratio level of rejection sampling; None = level
     mode: CorrectionMode = CorrectionMode.truncate  # how weights are bounded (mis)
     use_rs: bool = False  # rejection sampling: mask samples outside the RS bounds (mis)
     rs_lower: Optional[float] = None  # RS lower bound; None = the IS lower bound (mis)
@@ -79,20 +82,35 @@ class CorrectionConfig:
             raise ConfigError("algorithm.correction.upper", self.upper, "must be > 0", "e.g. 2.0")
         if self.lower is not None and not 0 <= self.lower <= self.upper:
             raise ConfigError(
-                "algorithm.correction.lower", self.lower,
+                "algorithm.correction.lower",
+                self.lower,
                 f"must be in [0, algorithm.correction.upper={self.upper}]",
             )
         if self.kind is CorrectionKind.tis and self.upper < 1:
             raise ConfigError(
-                "algorithm.correction.upper", self.upper,
-                "is below 1: TIS would down-weight every on-policy token", "use a value >= 1, e.g. 2.0",
+                "algorithm.correction.upper",
+                self.upper,
+                "is below 1: TIS would down-weight every on-policy token",
+                "use a value >= 1, e.g. 2.0",
             )
-        mis_only = ("use_rs", "batch_normalize", "rs_veto_threshold")
+        if (
+            self.kind is CorrectionKind.mis
+            and self.batch_normalize
+            and self.level is CorrectionLevel.geometric
+        ):
+            raise ConfigError(
+                "algorithm.correction.batch_normalize",
+                True,
+                "is not defined for level=geometric (miles' mis.py refuses it)",
+                "set algorithm.correction.batch_normalize=false or level=token|sequence",
+            )
+        mis_only = ("use_rs", "batch_normalize", "rs_veto_threshold", "rs_level")
         if self.kind is not CorrectionKind.mis:
             for key in mis_only:
                 if getattr(self, key):
                     raise ConfigError(
-                        f"algorithm.correction.{key}", getattr(self, key),
+                        f"algorithm.correction.{key}",
+                        getattr(self, key),
                         f"only applies to algorithm.correction.kind=mis (got {self.kind.value})",
                         "set algorithm.correction.kind=mis or drop the key",
                     )
@@ -102,7 +120,9 @@ class CorrectionConfig:
 class AlgorithmConfig:
     name: str = "grpo"  # preset name
     advantage_estimator: AdvantageEstimator = AdvantageEstimator.grpo  # how advantages are formed
-    rewards_normalization: bool = True  # subtract the group mean of rewards (grpo/gspo/rpp_baseline)
+    rewards_normalization: bool = (
+        True  # subtract the group mean of rewards (grpo/gspo/rpp_baseline)
+    )
     grpo_std_normalization: bool = True  # also divide by the group std; false = Dr.GRPO
     normalize_advantages: bool = False  # whiten advantages over the batch (required by REINFORCE++)
     gamma: float = 1.0  # discount (reinforce_plus_plus, ppo)
@@ -114,8 +134,11 @@ class AlgorithmConfig:
     use_kl_loss: bool = False  # add a KL(actor || reference) loss term
     kl_loss_coef: float = 0.0  # weight of the KL loss
     kl_loss_type: KLType = KLType.low_var_kl  # KL estimator for the loss
+    use_unbiased_kl: bool = False  # weight the KL by pi_theta / pi_old (DeepSeek-V3.2)
     kl_coef: float = 0.0  # KL penalty in token rewards (reinforce_plus_plus*, ppo)
     entropy_coef: float = 0.0  # entropy bonus weight
+    use_opsm: bool = False  # off-policy sequence masking of negative-advantage drifted samples
+    opsm_delta: float = 1e-4  # OPSM threshold on the mean log-ratio
     loss_aggregation: LossAggregation = LossAggregation.seq_mean_token_mean  # loss reducer
     use_rollout_logprobs: bool = False  # take pi_old from the rollout engine (bypass recompute)
     use_rollout_routing_replay: bool = False  # R3: replay rollout expert choices in training (MoE)
@@ -143,44 +166,61 @@ class AlgorithmConfig:
         if not 0 < self.eps_clip < 1:
             raise ConfigError("algorithm.eps_clip", self.eps_clip, "must be in (0, 1)", "e.g. 0.2")
         if self.eps_clip_high is not None and self.eps_clip_high <= 0:
-            raise ConfigError("algorithm.eps_clip_high", self.eps_clip_high, "must be > 0", "e.g. 0.28")
+            raise ConfigError(
+                "algorithm.eps_clip_high", self.eps_clip_high, "must be > 0", "e.g. 0.28"
+            )
         if self.eps_clip_c is not None and self.eps_clip_c <= 1:
             raise ConfigError(
-                "algorithm.eps_clip_c", self.eps_clip_c, "must be > 1 (dual clip)", "e.g. 3.0 or null"
+                "algorithm.eps_clip_c",
+                self.eps_clip_c,
+                "must be > 1 (dual clip)",
+                "e.g. 3.0 or null",
             )
         if self.lr <= 0:
             raise ConfigError("algorithm.lr", self.lr, "must be > 0", "e.g. 1e-6")
         if self.lr_decay_style not in ("constant", "linear", "cosine"):
             raise ConfigError(
-                "algorithm.lr_decay_style", self.lr_decay_style, "is not a schedule",
+                "algorithm.lr_decay_style",
+                self.lr_decay_style,
+                "is not a schedule",
                 "use constant, linear or cosine",
             )
         if self.kl_coef != 0.0 and self.kl_loss_coef != 0.0:
             raise ConfigError(
-                "algorithm.kl_coef", self.kl_coef,
+                "algorithm.kl_coef",
+                self.kl_coef,
                 "and algorithm.kl_loss_coef are mutually exclusive in miles",
                 "use the KL loss (use_kl_loss, kl_loss_coef) or the reward penalty (kl_coef), not both",
             )
         if self.kl_loss_coef != 0.0 and not self.use_kl_loss:
             raise ConfigError(
-                "algorithm.kl_loss_coef", self.kl_loss_coef, "has no effect without use_kl_loss=true",
+                "algorithm.kl_loss_coef",
+                self.kl_loss_coef,
+                "has no effect without use_kl_loss=true",
                 "set algorithm.use_kl_loss=true",
             )
-        rpp = (AdvantageEstimator.reinforce_plus_plus, AdvantageEstimator.reinforce_plus_plus_baseline)
+        rpp = (
+            AdvantageEstimator.reinforce_plus_plus,
+            AdvantageEstimator.reinforce_plus_plus_baseline,
+        )
         if self.advantage_estimator in rpp and not self.normalize_advantages:
             raise ConfigError(
-                "algorithm.normalize_advantages", False,
+                "algorithm.normalize_advantages",
+                False,
                 f"is required by advantage_estimator={self.advantage_estimator.value}",
                 "set algorithm.normalize_advantages=true",
             )
         if self.advantage_estimator is AdvantageEstimator.ppo and self.kl_coef != 0.0:
             raise ConfigError(
-                "algorithm.kl_coef", self.kl_coef, "must be 0 for ppo in miles",
+                "algorithm.kl_coef",
+                self.kl_coef,
+                "must be 0 for ppo in miles",
                 "use algorithm.use_kl_loss=true with algorithm.kl_loss_coef instead",
             )
         if self.use_rollout_logprobs and self.correction.kind is not CorrectionKind.none:
             raise ConfigError(
-                "algorithm.use_rollout_logprobs", True,
+                "algorithm.use_rollout_logprobs",
+                True,
                 f"excludes algorithm.correction.kind={self.correction.kind.value}: the correction "
                 "needs trainer-scored old log-probs",
                 "set algorithm.use_rollout_logprobs=false or algorithm.correction.kind=none",

@@ -41,7 +41,9 @@ class BackendConfig:
         for arg in self.extra_args:
             if "WANDB_API_KEY" in arg:
                 raise ConfigError(
-                    "backend.extra_args", "<redacted>", "must not carry secrets",
+                    "backend.extra_args",
+                    "<redacted>",
+                    "must not carry secrets",
                     "export WANDB_API_KEY in your environment; it reaches the job env only",
                 )
 

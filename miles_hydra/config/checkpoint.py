@@ -21,7 +21,9 @@ class CheckpointConfig:
     def validate(self) -> None:
         if self.save_interval is not None and self.save_interval < 1:
             raise ConfigError(
-                "checkpoint.save_interval", self.save_interval, "must be >= 1 or null",
+                "checkpoint.save_interval",
+                self.save_interval,
+                "must be >= 1 or null",
             )
         if self.keep_last < 1:
             raise ConfigError("checkpoint.keep_last", self.keep_last, "must be >= 1")

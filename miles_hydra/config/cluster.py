@@ -37,7 +37,7 @@ class ClusterConfig:
     container_image: Optional[str] = None  # pyxis/enroot image (srun --container-image)
     container_mounts: Optional[str] = None  # pyxis mounts "src:dst,src:dst"
     sbatch_args: dict[str, Any] = field(default_factory=dict)  # more sbatch flags: {reservation: x}
-    setup: list[str] = field(default_factory=list)  # shell lines run before the job (module load ...)
+    setup: list[str] = field(default_factory=list)  # shell lines run first (module load ...)
     python: Optional[str] = None  # interpreter on the nodes; None = the launcher's sys.executable
     signal_delay_s: int = 90  # Slurm sends USR2 this long before the time limit (checkpoint window)
     max_num_requeue: int = 3  # requeues allowed when a job hits its time limit
@@ -64,11 +64,15 @@ class ClusterConfig:
             raise ConfigError("cluster.max_num_requeue", self.max_num_requeue, "must be >= 0")
         if self.ray_startup_timeout_s <= 0:
             raise ConfigError(
-                "cluster.ray_startup_timeout_s", self.ray_startup_timeout_s, "must be > 0", "e.g. 180"
+                "cluster.ray_startup_timeout_s",
+                self.ray_startup_timeout_s,
+                "must be > 0",
+                "e.g. 180",
             )
         if self.signal_delay_s < 0 or self.signal_delay_s >= self.timeout_min * 60:
             raise ConfigError(
-                "cluster.signal_delay_s", self.signal_delay_s,
+                "cluster.signal_delay_s",
+                self.signal_delay_s,
                 f"must be in [0, cluster.timeout_min*60={self.timeout_min * 60})",
                 "the warning signal must come before the time limit, e.g. 90",
             )
@@ -76,26 +80,33 @@ class ClusterConfig:
             self._validate_not_slurm()
         if self.nodes > 1 and not self.start_ray:
             raise ConfigError(
-                "cluster.start_ray", False, f"with cluster.nodes={self.nodes}: only Ray spans nodes",
+                "cluster.start_ray",
+                False,
+                f"with cluster.nodes={self.nodes}: only Ray spans nodes",
                 "set cluster.start_ray=true or cluster.nodes=1",
             )
         if self.container_mounts and not self.container_image:
             raise ConfigError(
-                "cluster.container_mounts", self.container_mounts,
-                "needs cluster.container_image", "set cluster.container_image=<image> or drop the mounts",
+                "cluster.container_mounts",
+                self.container_mounts,
+                "needs cluster.container_image",
+                "set cluster.container_image=<image> or drop the mounts",
             )
 
     def _validate_not_slurm(self) -> None:
         if self.nodes != 1:
             raise ConfigError(
-                "cluster.nodes", self.nodes, f"needs cluster.kind=slurm (got {self.kind.value})",
+                "cluster.nodes",
+                self.nodes,
+                f"needs cluster.kind=slurm (got {self.kind.value})",
                 "use cluster=slurm or cluster.nodes=1",
             )
         slurm_only = ("partition", "account", "qos", "constraint", "container_image")
         for key in slurm_only:  # silently ignored otherwise: refuse instead
             if getattr(self, key):
                 raise ConfigError(
-                    f"cluster.{key}", getattr(self, key),
+                    f"cluster.{key}",
+                    getattr(self, key),
                     f"only applies to cluster.kind=slurm (got {self.kind.value})",
                     "use cluster=slurm or drop the key",
                 )

@@ -32,12 +32,16 @@ class DataConfig:
     def validate(self) -> None:
         if self.source is DataSource.file and not self.prompt_data:
             raise ConfigError(
-                "data.prompt_data", None, "is required for data.source=file",
+                "data.prompt_data",
+                None,
+                "is required for data.source=file",
                 "set data.prompt_data=/path/to/prompts.jsonl (or .parquet)",
             )
         if self.prompt_data and not self.prompt_data.endswith((".jsonl", ".parquet")):
             raise ConfigError(
-                "data.prompt_data", self.prompt_data, "is neither .jsonl nor .parquet",
+                "data.prompt_data",
+                self.prompt_data,
+                "is neither .jsonl nor .parquet",
                 "convert the file to JSONL or Parquet",
             )
         if self.warmup_sft_steps < 0:

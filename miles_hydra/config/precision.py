@@ -28,19 +28,31 @@ class PrecisionConfig:
     train_dtype: DType = DType.float32  # parameter/compute dtype of the local trainer
     rollout_dtype: DType = DType.float32  # dtype of the local rollout engine's weights
     fp8_format: str = "e4m3"  # Megatron --fp8-format (fp8 only)
-    fp8_recipe: str = "blockwise"  # Megatron --fp8-recipe: blockwise | mxfp8 | tensorwise (fp8 only)
+    fp8_recipe: str = (
+        "blockwise"  # Megatron --fp8-recipe: blockwise | mxfp8 | tensorwise (fp8 only)
+    )
     min_compute_capability: float = 0.0  # GPU compute capability this mode needs (fp8: 9.0)
     env: dict[str, str] = field(default_factory=dict)  # job env vars this mode needs
 
     def validate(self) -> None:
-        if self.mode is PrecisionMode.fp8 and self.fp8_recipe not in ("blockwise", "mxfp8", "tensorwise", "delayed"):
+        if self.mode is PrecisionMode.fp8 and self.fp8_recipe not in (
+            "blockwise",
+            "mxfp8",
+            "tensorwise",
+            "delayed",
+        ):
             raise ConfigError(
-                "precision.fp8_recipe", self.fp8_recipe, "is not an FP8 recipe Megatron knows",
+                "precision.fp8_recipe",
+                self.fp8_recipe,
+                "is not an FP8 recipe Megatron knows",
                 "use blockwise, mxfp8, tensorwise or delayed",
             )
         if self.mode is PrecisionMode.fp8 and self.fp8_format not in ("e4m3", "hybrid"):
             raise ConfigError(
-                "precision.fp8_format", self.fp8_format, "is not an FP8 format", "use e4m3 or hybrid"
+                "precision.fp8_format",
+                self.fp8_format,
+                "is not an FP8 format",
+                "use e4m3 or hybrid",
             )
 
     def __post_init__(self) -> None:

@@ -17,12 +17,16 @@ class RewardConfig:
     def validate(self) -> None:
         if self.rm_type == "custom" and not self.custom_rm_path:
             raise ConfigError(
-                "reward.custom_rm_path", None, "is required for reward.rm_type=custom",
+                "reward.custom_rm_path",
+                None,
+                "is required for reward.rm_type=custom",
                 "set reward.custom_rm_path=my_pkg.rewards:score",
             )
         if self.custom_rm_path and ":" not in self.custom_rm_path:
             raise ConfigError(
-                "reward.custom_rm_path", self.custom_rm_path, "is not of the form module:function",
+                "reward.custom_rm_path",
+                self.custom_rm_path,
+                "is not of the form module:function",
                 "e.g. reward.custom_rm_path=my_pkg.rewards:score",
             )
 

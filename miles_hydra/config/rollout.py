@@ -40,8 +40,13 @@ class RolloutConfig:
 
     def validate(self) -> None:
         for key in (
-            "num_rollout", "rollout_batch_size", "n_samples_per_prompt", "num_steps_per_rollout",
-            "rollout_max_prompt_len", "rollout_max_response_len", "n_samples_per_eval_prompt",
+            "num_rollout",
+            "rollout_batch_size",
+            "n_samples_per_prompt",
+            "num_steps_per_rollout",
+            "rollout_max_prompt_len",
+            "rollout_max_response_len",
+            "n_samples_per_eval_prompt",
         ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"rollout.{key}", getattr(self, key), "must be >= 1")
@@ -50,17 +55,24 @@ class RolloutConfig:
         if self.global_batch_size is None:
             if n % steps:
                 raise ConfigError(
-                    "rollout.num_steps_per_rollout", steps,
+                    "rollout.num_steps_per_rollout",
+                    steps,
                     f"does not divide rollout_batch_size x n_samples_per_prompt = "
                     f"{self.rollout_batch_size} x {self.n_samples_per_prompt} = {n}",
                     f"use one of {[d for d in range(1, n + 1) if n % d == 0]}",
                 )
         elif self.global_batch_size * steps != n:
-            fix = f"set rollout.global_batch_size={n // steps}" if n % steps == 0 else (
-                "leave rollout.global_batch_size null and pick num_steps_per_rollout dividing " f"{n}"
+            fix = (
+                f"set rollout.global_batch_size={n // steps}"
+                if n % steps == 0
+                else (
+                    "leave rollout.global_batch_size null and pick num_steps_per_rollout dividing "
+                    f"{n}"
+                )
             )
             raise ConfigError(
-                "rollout.global_batch_size", self.global_batch_size,
+                "rollout.global_batch_size",
+                self.global_batch_size,
                 f"breaks the batch invariant rollout_batch_size x n_samples_per_prompt = "
                 f"global_batch_size x num_steps_per_rollout: {self.rollout_batch_size} x "
                 f"{self.n_samples_per_prompt} = {n} != {self.global_batch_size} x {steps} = "
@@ -68,7 +80,9 @@ class RolloutConfig:
                 fix + " (or leave it null to derive it)",
             )
         if self.rollout_temperature < 0:
-            raise ConfigError("rollout.rollout_temperature", self.rollout_temperature, "must be >= 0")
+            raise ConfigError(
+                "rollout.rollout_temperature", self.rollout_temperature, "must be >= 0"
+            )
         if not 0 < self.rollout_top_p <= 1:
             raise ConfigError("rollout.rollout_top_p", self.rollout_top_p, "must be in (0, 1]")
         if self.eval_interval is not None and self.eval_interval < 1:
@@ -83,7 +97,8 @@ class RolloutConfig:
         for key in self.sglang:
             if key.startswith("-") or "_" in key:
                 raise ConfigError(
-                    f"rollout.sglang.{key}", self.sglang[key],
+                    f"rollout.sglang.{key}",
+                    self.sglang[key],
                     "keys are SGLang flag names without dashes, in kebab-case",
                     f"write it as rollout.sglang.{key.lstrip('-').replace('_', '-')}",
                 )

@@ -46,13 +46,16 @@ class SpeculativeConfig:
             raise ConfigError("speculative.eagle_topk", self.eagle_topk, "must be >= 1")
         if self.eagle_topk == 1 and self.draft_tokens != self.num_steps + 1:
             raise ConfigError(
-                "speculative.num_draft_tokens", self.num_draft_tokens,
+                "speculative.num_draft_tokens",
+                self.num_draft_tokens,
                 f"must be num_steps + 1 = {self.num_steps + 1} when eagle_topk=1 (a chain)",
                 "leave it null",
             )
         if self.mode is SpecMode.eagle and not self.draft_model_path:
             raise ConfigError(
-                "speculative.draft_model_path", None, "is required for speculative=eagle",
+                "speculative.draft_model_path",
+                None,
+                "is required for speculative=eagle",
                 "set speculative.draft_model_path=<EAGLE draft checkpoint> or use speculative=mtp",
             )
         if self.mode in (SpecMode.mtp, SpecMode.mtp_online) and self.mtp_num_layers < 1:

@@ -39,39 +39,45 @@ def _check_model_parallelism(cfg: RunConfig) -> None:
     heads = m.num_attention_heads
     if heads % tp:
         raise ConfigError(
-            "parallelism.tensor_model_parallel_size", tp,
+            "parallelism.tensor_model_parallel_size",
+            tp,
             f"does not divide model.num_attention_heads={heads}",
             f"use one of {_divisors(heads)}",
         )
     if not m.multi_latent_attention and m.query_groups % tp:
         raise ConfigError(
-            "parallelism.tensor_model_parallel_size", tp,
+            "parallelism.tensor_model_parallel_size",
+            tp,
             f"does not divide model.num_query_groups={m.query_groups}",
             f"use one of {_divisors(m.query_groups)}",
         )
     if m.num_layers % p.pipeline_model_parallel_size:
         raise ConfigError(
-            "parallelism.pipeline_model_parallel_size", p.pipeline_model_parallel_size,
+            "parallelism.pipeline_model_parallel_size",
+            p.pipeline_model_parallel_size,
             f"does not divide model.num_layers={m.num_layers}",
             f"use one of {_divisors(m.num_layers)}",
         )
     ep = p.expert_model_parallel_size
     if ep > 1 and not m.is_moe:
         raise ConfigError(
-            "parallelism.expert_model_parallel_size", ep,
+            "parallelism.expert_model_parallel_size",
+            ep,
             f"needs an MoE model; model={m.name} is dense",
             "set parallelism.expert_model_parallel_size=1 or pick an MoE model",
         )
     if m.is_moe and m.num_experts % ep:
         raise ConfigError(
-            "parallelism.expert_model_parallel_size", ep,
+            "parallelism.expert_model_parallel_size",
+            ep,
             f"does not divide model.num_experts={m.num_experts}",
             f"use one of {_divisors(m.num_experts)}",
         )
     engine_tp = p.rollout_num_gpus_per_engine
     if heads % engine_tp:
         raise ConfigError(
-            "parallelism.rollout_num_gpus_per_engine", engine_tp,
+            "parallelism.rollout_num_gpus_per_engine",
+            engine_tp,
             f"(the SGLang engine TP) does not divide model.num_attention_heads={heads}",
             f"use one of {_divisors(heads)}",
         )
@@ -83,7 +89,8 @@ def _check_batches(cfg: RunConfig) -> None:
     dp = p.data_parallel_size
     if not p.use_dynamic_batch_size and gbs % (p.micro_batch_size * dp):
         raise ConfigError(
-            "rollout.global_batch_size", gbs,
+            "rollout.global_batch_size",
+            gbs,
             f"is not divisible by parallelism.micro_batch_size x data-parallel size = "
             f"{p.micro_batch_size} x {dp}",
             "change rollout_batch_size/n_samples_per_prompt/num_steps_per_rollout so that "
@@ -91,7 +98,8 @@ def _check_batches(cfg: RunConfig) -> None:
         )
     if r.async_training and p.colocate:
         raise ConfigError(
-            "rollout.async_training", True,
+            "rollout.async_training",
+            True,
             "cannot run with parallelism.colocate=true (miles train_async.py forbids it)",
             "set rollout.async_training=false or use a disaggregated parallelism preset",
         )
@@ -99,15 +107,21 @@ def _check_batches(cfg: RunConfig) -> None:
 
 def _check_speculative(cfg: RunConfig) -> None:
     s = cfg.speculative
-    if s.mode is SpecMode.mtp and cfg.backend.kind is BackendKind.miles and cfg.model.mtp_num_layers < 1:
+    if (
+        s.mode is SpecMode.mtp
+        and cfg.backend.kind is BackendKind.miles
+        and cfg.model.mtp_num_layers < 1
+    ):
         raise ConfigError(
-            "speculative", "mtp",
+            "speculative",
+            "mtp",
             f"uses the checkpoint's MTP heads but model={cfg.model.name} has model.mtp_num_layers=0",
             "use speculative=mtp_online (trains new MTP layers) or speculative=eagle with a draft",
         )
     if s.mode is SpecMode.mtp_online and not s.algorithm:
         raise ConfigError(
-            "speculative.algorithm", s.algorithm,
+            "speculative.algorithm",
+            s.algorithm,
             "is required: online MTP training needs a speculative algorithm in rollout",
             "set speculative.algorithm=EAGLE",
         )
@@ -117,7 +131,8 @@ def _check_algorithm(cfg: RunConfig) -> None:
     a = cfg.algorithm
     if a.use_rollout_routing_replay and not cfg.model.is_moe:
         raise ConfigError(
-            "algorithm.use_rollout_routing_replay", True,
+            "algorithm.use_rollout_routing_replay",
+            True,
             f"(R3) replays expert routing; model={cfg.model.name} is dense",
             "set algorithm.use_rollout_routing_replay=false or pick an MoE model",
         )
@@ -127,7 +142,8 @@ def _check_algorithm(cfg: RunConfig) -> None:
         and a.rewards_normalization
     ):
         raise ConfigError(
-            "rollout.n_samples_per_prompt", 1,
+            "rollout.n_samples_per_prompt",
+            1,
             f"gives {a.advantage_estimator.value} groups of one sample: every advantage is 0",
             "sample several responses per prompt, e.g. rollout.n_samples_per_prompt=8",
         )
@@ -138,7 +154,8 @@ def _check_precision(cfg: RunConfig) -> None:
     cc = cfg.cluster.gpu_compute_capability
     if pr.min_compute_capability and cc is not None and cc < pr.min_compute_capability:
         raise ConfigError(
-            "precision", pr.mode.value,
+            "precision",
+            pr.mode.value,
             f"needs a GPU of compute capability >= {pr.min_compute_capability}; "
             f"cluster.gpu_compute_capability={cc}",
             "use precision=bf16 or a Hopper/Blackwell partition",
@@ -152,22 +169,27 @@ def _check_resources(cfg: RunConfig) -> None:
         return
     if p.actor_num_nodes > c.nodes:
         raise ConfigError(
-            "parallelism.actor_num_nodes", p.actor_num_nodes,
-            f"exceeds cluster.nodes={c.nodes}", f"set cluster.nodes={p.actor_num_nodes} or more",
+            "parallelism.actor_num_nodes",
+            p.actor_num_nodes,
+            f"exceeds cluster.nodes={c.nodes}",
+            f"set cluster.nodes={p.actor_num_nodes} or more",
         )
     if p.actor_num_gpus_per_node > c.gpus_per_node:
         raise ConfigError(
-            "parallelism.actor_num_gpus_per_node", p.actor_num_gpus_per_node,
+            "parallelism.actor_num_gpus_per_node",
+            p.actor_num_gpus_per_node,
             f"exceeds cluster.gpus_per_node={c.gpus_per_node}",
             f"set cluster.gpus_per_node={p.actor_num_gpus_per_node} or use more nodes",
         )
     have = c.nodes * c.gpus_per_node
     if p.total_gpus > have:
         raise ConfigError(
-            "cluster.nodes", c.nodes,
+            "cluster.nodes",
+            c.nodes,
             f"x cluster.gpus_per_node={c.gpus_per_node} = {have} GPUs, but the layout needs "
             f"{p.total_gpus} ({p.actor_world_size} training"
-            + ("" if p.colocate else f" + {p.total_rollout_gpus} rollout") + ")",
+            + ("" if p.colocate else f" + {p.total_rollout_gpus} rollout")
+            + ")",
             f"set cluster.nodes={-(-p.total_gpus // max(c.gpus_per_node, 1))}",
         )
 
@@ -176,26 +198,32 @@ def _check_local_backend(cfg: RunConfig) -> None:
     m, p, pr = cfg.model, cfg.parallelism, cfg.precision
     if m.family not in LOCAL_FAMILIES:
         raise ConfigError(
-            "backend", "local",
+            "backend",
+            "local",
             f"builds {', '.join(f.value for f in LOCAL_FAMILIES)} models; model={m.name} is "
             f"{m.family.value}",
             "add backend=miles to run it on miles",
         )
     if p.actor_world_size != 1 or p.model_parallel_size != 1 or p.expert_model_parallel_size != 1:
         raise ConfigError(
-            "parallelism", p.name,
+            "parallelism",
+            p.name,
             f"asks for {p.actor_world_size} training GPUs with TP/PP/CP/EP; backend=local trains "
             "on one device",
             "use parallelism=single, or add backend=miles",
         )
     if pr.mode in (PrecisionMode.fp8, PrecisionMode.int4_qat):
         raise ConfigError(
-            "precision", pr.mode.value, "is a miles (Transformer Engine / SGLang) recipe",
+            "precision",
+            pr.mode.value,
+            "is a miles (Transformer Engine / SGLang) recipe",
             "use precision=fp32 or bf16 with backend=local, or add backend=miles",
         )
     if cfg.speculative.mode is SpecMode.eagle:
         raise ConfigError(
-            "speculative", "eagle", "needs an external EAGLE draft; backend=local trains its own",
+            "speculative",
+            "eagle",
+            "needs an external EAGLE draft; backend=local trains its own",
             "use speculative=mtp or mtp_online with backend=local",
         )
 
@@ -204,12 +232,15 @@ def _check_miles_backend(cfg: RunConfig) -> None:
     m = cfg.model
     if not m.hf_checkpoint:
         raise ConfigError(
-            "model.hf_checkpoint", None, "is required by backend=miles (SGLang loads it)",
+            "model.hf_checkpoint",
+            None,
+            "is required by backend=miles (SGLang loads it)",
             "set model.hf_checkpoint=/path/to/hf/model",
         )
     if not (cfg.checkpoint.ref_load or m.torch_dist_checkpoint):
         raise ConfigError(
-            "checkpoint.ref_load", None,
+            "checkpoint.ref_load",
+            None,
             "is required by backend=miles: Megatron loads torch_dist weights",
             "convert with miles tools/convert_hf_to_torch_dist.py and set checkpoint.ref_load=<dir>",
         )
@@ -217,6 +248,8 @@ def _check_miles_backend(cfg: RunConfig) -> None:
         raise ConfigError("data.prompt_data", None, "is required", "set data.prompt_data=<file>")
     if cfg.precision.mode is PrecisionMode.fp32:
         raise ConfigError(
-            "precision", "fp32", "is not a miles training recipe (Megatron trains in bf16/fp8)",
+            "precision",
+            "fp32",
+            "is not a miles training recipe (Megatron trains in bf16/fp8)",
             "use precision=bf16, fp8 or int4_qat with backend=miles",
         )

@@ -157,7 +157,7 @@ class MetricsLogger:
         record = {"eval/step": eval_step, **_clean(metrics)}
         self._write(record)
         for key, value in metrics.items():
-            if key.startswith("eval/") and "/" not in key[5:]:
+            if _is_accuracy(key):
                 self.postfix["eval"] = f"{value:.3g}"
         if self.bar is not None:
             self.bar.set_postfix(self.postfix)
@@ -225,7 +225,7 @@ _PLOTS = {
     "mismatch": ["train/train_rollout_logprob_abs_diff", "train/train_rollout_kl"],
     "timings": ["perf/rollout_time", "perf/train_time", "perf/update_weights_time"],
     "speculative": ["rollout/spec_accept_length"],
-    "routing": ["train/routing_mismatch_frac"],
+    "routing": ["train/routing_mismatch"],
 }
 
 
@@ -269,4 +269,10 @@ def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
 
 
 def _is_accuracy(key: str) -> bool:
-    return key.startswith("eval/") and key != "eval/step" and "/" not in key[5:]
+    """``eval/<name>`` itself, not its ``eval/<name>/...`` or ``eval/<name>-...`` details."""
+    return (
+        key.startswith("eval/")
+        and key != "eval/step"
+        and "/" not in key[5:]
+        and not key.endswith(("-truncated_ratio", "-none_reward_ratio"))
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -69,6 +70,15 @@ class PolicyModel(nn.Module):
         assert self.draft is not None, "draft_step needs a draft head"
         draft_hidden = self.draft(self, hidden, next_ids)
         return self.draft.logits(self, draft_hidden), draft_hidden
+
+
+def model_preset(name: str, conf_dir: str | Path | None = None, **overrides: object) -> ModelConfig:
+    """The ModelConfig of ``conf/model/<name>.yaml`` without Hydra (tests, benchmarks)."""
+    conf = Path(conf_dir) if conf_dir else Path(__file__).resolve().parents[2] / "conf"
+    node = OmegaConf.load(conf / "model" / f"{name}.yaml")
+    node.pop("defaults", None)
+    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), node, overrides)
+    return OmegaConf.to_object(merged)
 
 
 def torch_dtype(name: object) -> torch.dtype:
@@ -158,10 +168,12 @@ def _load_lm(cfg: ModelConfig, seed: int) -> PreTrainedModel:
             torch.manual_seed(seed)
             return AutoModelForCausalLM.from_config(hf_config(cfg), attn_implementation="sdpa")
     path, gguf = resolve_checkpoint(cfg.hf_checkpoint, cfg.gguf_file)
-    kwargs = {"gguf_file": gguf} if gguf else {}
-    lm = AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=torch.float32, attn_implementation="sdpa", **kwargs
-    )
+    if gguf:
+        lm = _load_gguf(path / gguf)
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=torch.float32, attn_implementation="sdpa"
+        )
     if lm.config.vocab_size != cfg.vocab_size or lm.config.num_hidden_layers != cfg.num_layers:
         raise ConfigError(
             "model",
@@ -169,6 +181,31 @@ def _load_lm(cfg: ModelConfig, seed: int) -> PreTrainedModel:
             f"does not match the checkpoint at {path} (vocab_size {lm.config.vocab_size}, "
             f"num_hidden_layers {lm.config.num_hidden_layers})",
             "fix the model preset's sizes to the checkpoint's config",
+        )
+    return lm
+
+
+def _load_gguf(file: Path) -> PreTrainedModel:
+    """A GGUF file's model, dequantized to float32 (transformers' GGUF reader; no accelerate)."""
+    from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    from transformers.utils import logging as hf_logging
+
+    config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
+    with no_init_weights():
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+    hf_logging.disable_progress_bar()
+    try:
+        tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=lm)["tensors"]
+    finally:
+        hf_logging.enable_progress_bar()
+    missing, unexpected = lm.load_state_dict(tensors, strict=False)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    if set(missing) - tied or unexpected:
+        raise ConfigError(
+            "model.gguf_file", file.name,
+            f"does not fit {type(lm).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}",
         )
     return lm
 

@@ -19,8 +19,9 @@ import importlib
 import math
 import numbers
 import re
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any
 
 from miles_hydra.engine.data.source import Prompt
 from miles_hydra.engine.data.tasks import build_task
@@ -64,19 +65,25 @@ def load_custom_reward(path: str) -> Callable[..., Any]:
     key = "reward.custom_rm_path"
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(key, path, "is not of the form module:function", "e.g. my_pkg.rewards:score")
+        raise ConfigError(
+            key, path, "is not of the form module:function", "e.g. my_pkg.rewards:score"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            key, path, f"names module {module_name!r} that cannot be imported ({exc})",
+            key,
+            path,
+            f"names module {module_name!r} that cannot be imported ({exc})",
             "put the module on PYTHONPATH (or install its package) and check the spelling",
         ) from exc
     fn = module
     for part in attr.split("."):
         if not hasattr(fn, part):
             raise ConfigError(
-                key, path, f"names {attr!r}, which module {module_name!r} does not define",
+                key,
+                path,
+                f"names {attr!r}, which module {module_name!r} does not define",
                 "check the function name after the colon",
             )
         fn = getattr(fn, part)
@@ -121,11 +128,15 @@ def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
         source = getattr(data_cfg.source, "value", data_cfg.source)
         if source != "synthetic":
             raise ConfigError(
-                "reward.rm_type", rm_type, f"needs a synthetic task, but data.source={source}",
+                "reward.rm_type",
+                rm_type,
+                f"needs a synthetic task, but data.source={source}",
                 "use reward=math, reward.rm_type=exact_match or reward=custom for prompt files",
             )
         task = build_task(data_cfg.task, data_cfg.task_kwargs)
-        return checked(f"task:{task.name}", lambda _text, response, label: task.verify(response, label))
+        return checked(
+            f"task:{task.name}", lambda _text, response, label: task.verify(response, label)
+        )
     if rm_type == "math":
         return checked("math", math_reward)
     if rm_type == "exact_match":
@@ -134,7 +145,9 @@ def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
         path = reward_cfg.custom_rm_path
         if not path:
             raise ConfigError(
-                "reward.custom_rm_path", None, "is required for reward.rm_type=custom",
+                "reward.custom_rm_path",
+                None,
+                "is required for reward.rm_type=custom",
                 "set reward.custom_rm_path=my_pkg.rewards:score",
             )
         return checked(path, load_custom_reward(path))

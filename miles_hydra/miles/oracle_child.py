@@ -13,7 +13,8 @@ one-line ``--prompt-data`` / ``--eval-prompt-data`` files, and the YAML behind a
 ``--custom-config-path base64:...`` (newer miles decodes these itself; 0.0.2 only opens files).
 Derived values that are one of these temporary paths are mapped back to the original argument.
 CPU caveats (../shared/reference/probes.md section 7): torchvision is stubbed, Megatron's
-device-arch query is patched to Hopper (9), CUDA_DEVICE_MAX_CONNECTIONS=1.
+device-arch query and torch's compute capability are patched to Hopper (9, for
+TP/CP > 1 and --moe-grouped-gemm), CUDA_DEVICE_MAX_CONNECTIONS=1.
 """
 
 from __future__ import annotations
@@ -90,8 +91,12 @@ def _install_torchvision_stub() -> None:
 def _patch_device_arch() -> None:
     import megatron.training.arguments as megatron_arguments
 
+    import torch
+
     arch = int(os.environ.get("ORACLE_GPU_ARCH", "9"))
     megatron_arguments.get_device_arch_version = lambda: arch
+    # --moe-grouped-gemm asks torch.cuda for the compute capability (needs >= 8).
+    torch.cuda.get_device_capability = lambda device=None: (arch, 0)
 
 
 def _flag_value(argv: list[str], flag: str, default: Any = None) -> Any:
@@ -159,12 +164,12 @@ def materialize(argv: list[str], root: str) -> tuple[list[str], dict[str, str]]:
                 f.write(base64.b64decode(argv[i + 1][len("base64:"):], validate=True))
             swap(i + 1, target + ".yaml")
         elif token == "--eval-prompt-data":
-            j = i + 2
-            while j < len(argv) and not argv[j].startswith("--"):
-                path = os.path.join(root, f"eval_{j}.jsonl")
+            k = i + 1  # name path [name path ...]
+            while k + 1 < len(argv) and not argv[k].startswith("--"):
+                path = os.path.join(root, f"eval_{k}.jsonl")
                 _write_prompts(argv, path)
-                swap(j, path)
-                j += 2
+                swap(k + 1, path)
+                k += 2
     return argv, back
 
 
@@ -247,6 +252,10 @@ def dump_actions(out_path: str) -> None:
 
 def _action_record(action: argparse.Action) -> dict[str, Any]:
     def plain(value: Any) -> Any:
+        import enum
+
+        if isinstance(value, enum.Enum):  # argparse converted the string to this member
+            return value.name
         if isinstance(value, (bool, int, float, str, type(None))):
             return value
         if isinstance(value, (list, tuple)):

@@ -3,14 +3,16 @@ the numerator-only semantics of rejection masks, and the step-0 invariant."""
 
 from __future__ import annotations
 
+import enum
 import math
 
 import pytest
 import torch
 
-from miles_hydra.engine.algo.aggregation import aggregate, aggregate_per_sample
+from miles_hydra.engine.algo.aggregation import LossAggregation, aggregate, aggregate_per_sample
+from miles_hydra.engine.algo.corrections import Correction
 from miles_hydra.engine.algo.kl import KLType
-from miles_hydra.engine.algo.mis import MisConfig
+from miles_hydra.engine.algo.mis import ISLevel, ISMode, MisConfig
 from miles_hydra.engine.algo.objective import (
     PolicyLossConfig,
     compute_policy_loss_and_metrics,
@@ -29,18 +31,18 @@ MASK = torch.tensor([[1, 1, 1], [1, 0, 0]])
 
 
 def test_seq_mean_token_mean_and_token_mean() -> None:
-    approx(aggregate(VALUES, MASK, "seq-mean-token-mean"), (2.0 + 4.0) / 2)
-    approx(aggregate(VALUES, MASK, "token-mean"), 10.0 / 4)
+    approx(aggregate(VALUES, MASK, "seq_mean_token_mean"), (2.0 + 4.0) / 2)
+    approx(aggregate(VALUES, MASK, "token_mean"), 10.0 / 4)
     numerator = torch.tensor([[1, 0, 1], [0, 0, 0]])
     # rejected tokens count as zeros; denominators stay the original token counts
-    approx(aggregate(VALUES, MASK, "seq-mean-token-mean", numerator_mask=numerator), (4 / 3) / 2)
-    approx(aggregate(VALUES, MASK, "token-mean", numerator_mask=numerator), 4.0 / 4)
+    approx(aggregate(VALUES, MASK, "seq_mean_token_mean", numerator_mask=numerator), (4 / 3) / 2)
+    approx(aggregate(VALUES, MASK, "token_mean", numerator_mask=numerator), 4.0 / 4)
     denoms = torch.tensor([6.0, 1.0])
     approx(aggregate(VALUES, MASK, sample_denominators=denoms), (6 / 6 + 4) / 2)
 
 
 def test_micro_batches_with_global_counts_add_up_to_the_global_value() -> None:
-    for mode in ("seq-mean-token-mean", "token-mean"):
+    for mode in ("seq_mean_token_mean", "token_mean"):
         whole = aggregate(VALUES, MASK, mode)
         parts = [
             aggregate(VALUES[i : i + 1], MASK[i : i + 1], mode, num_samples=2, num_tokens=4)
@@ -52,8 +54,8 @@ def test_micro_batches_with_global_counts_add_up_to_the_global_value() -> None:
 def test_aggregate_per_sample() -> None:
     per_sample = torch.tensor([0.9, 0.5])
     mask = torch.tensor([[1, 1], [1, 0]])
-    approx(aggregate_per_sample(per_sample, mask, "seq-mean-token-mean"), 0.7)
-    approx(aggregate_per_sample(per_sample, mask, "token-mean"), (0.9 * 2 + 0.5) / 3)
+    approx(aggregate_per_sample(per_sample, mask, "seq_mean_token_mean"), 0.7)
+    approx(aggregate_per_sample(per_sample, mask, "token_mean"), (0.9 * 2 + 0.5) / 3)
 
 
 # A hand-built batch: row 0 has ratios π_θ/π_old = [1.5, 1.0], row 1 = [0.5, padding].
@@ -104,7 +106,7 @@ def test_combiner_with_tis_entropy_and_kl_on_hand_numbers() -> None:
 
 
 def test_combiner_token_mean() -> None:
-    cfg = PolicyLossConfig(eps_clip=0.2, correction="tis", aggregation="token-mean")
+    cfg = PolicyLossConfig(eps_clip=0.2, correction="tis", aggregation="token_mean")
     _, m = compute_policy_loss_and_metrics(**_batch(), config=cfg)
     approx(m["train/pg_loss"], (-1.2 - 2.0 + 0.4) / 3)
     approx(m["train/ess_ratio"], (2.5**2 / 6.5 * 2 + 1.0) / 3)
@@ -153,6 +155,21 @@ def test_gspo_uses_the_sequence_ratio() -> None:
     approx(m["train/ppo_kl"], -math.log(2) / 2)
 
 
+def test_opsm_in_the_combiner() -> None:
+    log_probs = torch.tensor([[-0.5, -0.5], [0.5, 0.5]], requires_grad=True)
+    _, m = compute_policy_loss_and_metrics(
+        log_probs=log_probs,
+        old_log_probs=torch.zeros(2, 2),
+        advantages=torch.tensor([[-1.0, 1.0], [-1.0, -1.0]]),
+        loss_mask=torch.ones(2, 2),
+        config=PolicyLossConfig(eps_clip=10.0, use_opsm=True),
+    )
+    r0, r1 = math.exp(-0.5), math.exp(0.5)
+    # row 0 drifted (mean old − new = 0.5): its A<0 token is dropped; row 1 is kept
+    approx(m["train/pg_loss"], ((0.0 - r0) / 2 + (r1 + r1) / 2) / 2)
+    approx(m["train/opsm_clipfrac"], (0.5 + 0.0) / 2)
+
+
 def test_unbiased_kl_and_observed_entropy_without_coefficients() -> None:
     cfg = PolicyLossConfig(use_kl_loss=True, kl_loss_type="k2", use_unbiased_kl=True)
     loss, m = compute_policy_loss_and_metrics(**_batch(), entropy=torch.ones(2, 2), config=cfg)
@@ -163,7 +180,7 @@ def test_unbiased_kl_and_observed_entropy_without_coefficients() -> None:
 
 
 @pytest.mark.parametrize("correction", ["none", "tis", "icepop", "mis"])
-@pytest.mark.parametrize("aggregation", ["seq-mean-token-mean", "token-mean"])
+@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean"])
 def test_step_zero_invariant(correction: str, aggregation: str) -> None:
     torch.manual_seed(0)
     lp = -torch.rand(3, 5) * 3
@@ -201,6 +218,28 @@ def test_step_zero_invariant(correction: str, aggregation: str) -> None:
             approx(m["train/mis_rs_mask_fraction_low"], 0.0)
         if correction != "none":
             approx(m["train/ois"], 1.0)
+
+
+def test_settings_accept_strings_and_foreign_enums_with_the_same_values() -> None:
+    class ForeignKL(enum.Enum):
+        k3 = "k3"
+
+    class ForeignAggregation(enum.Enum):
+        token_mean = "token_mean"
+
+    class ForeignMode(enum.Enum):
+        mask = "mask"
+
+    cfg = PolicyLossConfig(
+        kl_loss_type=ForeignKL.k3,
+        aggregation=ForeignAggregation.token_mean,
+        correction="mis",
+        mis=MisConfig(tis_mode=ForeignMode.mask, tis_level="geometric"),
+    )
+    assert cfg.kl_loss_type is KLType.k3
+    assert cfg.aggregation is LossAggregation.token_mean
+    assert cfg.correction is Correction.mis
+    assert cfg.mis.tis_mode is ISMode.mask and cfg.mis.tis_level is ISLevel.geometric
 
 
 def test_missing_inputs_and_bad_settings() -> None:

@@ -11,6 +11,7 @@ from miles_hydra.engine.algo.kl import KLType, approx_kl
 from miles_hydra.engine.algo.policy_loss import (
     clipped_value_loss,
     ess_ratio_per_sample,
+    opsm_mask,
     ppo_clip_loss,
     sanitize,
     sequence_ppo_kl,
@@ -149,3 +150,13 @@ def test_entropy_with_masked_vocab_is_finite_and_differentiable() -> None:
     close(entropy, [math.log(2)])
     entropy.sum().backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_opsm_drops_negative_advantage_tokens_of_drifted_samples() -> None:
+    old = torch.zeros(2, 3)
+    log_probs = torch.tensor([[-0.4, -0.6, 5.0], [0.5, 0.5, 0.5]])  # row 0: mean drift 0.5
+    advantages = torch.tensor([[-1.0, 1.0, -1.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    keep, clipfrac = opsm_mask(log_probs, old, advantages, mask, delta=1e-4)
+    close(keep, [[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])  # row 1 moved towards π_θ: kept
+    close(clipfrac, [0.5, 0.0])

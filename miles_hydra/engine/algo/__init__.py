@@ -7,12 +7,12 @@ ignored (NaN/Inf there never leaks into a loss, a metric or a gradient).
 
 Modules:
     advantages   reward normalization per prompt group, advantage estimators, whitening
-    policy_loss  PPO/GSPO clipped surrogate, dual clip, ESS, clipped value loss,
+    policy_loss  PPO/GSPO clipped surrogate, dual clip, OPSM, ESS, clipped value loss,
                  token log-probs and entropy from logits
     kl           KL estimators k1/k2/k3/low_var_kl (+ unbiased variant)
     corrections  train/rollout mismatch: TIS, IcePop, mismatch metrics
     mis          MIS / rejection sampling (miles' mis.py)
-    aggregation  seq-mean-token-mean and token-mean reducers
+    aggregation  seq_mean_token_mean and token_mean reducers
     objective    compute_policy_loss_and_metrics / compute_value_loss_and_metrics
 """
 
@@ -50,6 +50,7 @@ from miles_hydra.engine.algo.objective import (
 from miles_hydra.engine.algo.policy_loss import (
     clipped_value_loss,
     ess_ratio_per_sample,
+    opsm_mask,
     ppo_clip_loss,
     sanitize,
     sequence_ppo_kl,
@@ -85,6 +86,7 @@ __all__ = [
     "mismatch_metrics",
     "normalize_group_rewards",
     "normalize_rewards_for_estimator",
+    "opsm_mask",
     "ppo_clip_loss",
     "reinforce_plus_plus_baseline_advantages",
     "reinforce_plus_plus_returns",

@@ -29,6 +29,7 @@ _GROUP_NORMALIZED = (
 
 
 def _split_sizes(num_rewards: int, group_sizes: int | Sequence[int]) -> list[int]:
+    """Sizes of the contiguous prompt groups: ``[g] * (N / g)`` for an int, else as given."""
     if isinstance(group_sizes, int):
         if group_sizes <= 0 or num_rewards % group_sizes != 0:
             raise ValueError(f"{num_rewards} rewards do not split into groups of {group_sizes}")
@@ -76,7 +77,7 @@ def normalize_rewards_for_estimator(
     """miles' dispatch: grpo/gspo/reinforce_plus_plus_baseline get group-mean subtraction when
     ``rewards_normalization``; only grpo/gspo also divide by the group std when
     ``grpo_std_normalization``. Other estimators get the raw rewards (float32 ``[B]``)."""
-    estimator = AdvantageEstimator(estimator)
+    estimator = AdvantageEstimator(getattr(estimator, "value", estimator))
     if estimator not in _GROUP_NORMALIZED or not rewards_normalization:
         return rewards.float()
     use_std = (
@@ -198,7 +199,7 @@ def compute_advantages(
     ``kl`` is ``approx_kl(log_probs, ref_log_probs, kl_loss_type)`` when ``kl_coef != 0``
     (missing = zeros); grpo/gspo ignore it. ``values`` ([B, T]) are required for ppo.
     """
-    estimator = AdvantageEstimator(estimator)
+    estimator = AdvantageEstimator(getattr(estimator, "value", estimator))
     if kl is None:
         kl = torch.zeros(loss_mask.shape, dtype=torch.float32, device=loss_mask.device)
     if estimator in (AdvantageEstimator.grpo, AdvantageEstimator.gspo):

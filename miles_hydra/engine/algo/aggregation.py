@@ -3,9 +3,9 @@
 miles (``cp_utils.py::get_sum_of_sample_mean``, ``loss.py::loss_function``) reduces every
 per-token quantity (pg loss, clipfrac, KL, entropy, metrics) in one of two ways:
 
-* ``seq-mean-token-mean`` (default, ``--calculate-per-token-loss`` off): the mean over samples
+* ``seq_mean_token_mean`` (default, ``--calculate-per-token-loss`` off): the mean over samples
   of each sample's token mean, ``(1/N) Σ_i Σ_t n_{i,t} x_{i,t} / max(D_i, 1)``.
-* ``token-mean`` (``--calculate-per-token-loss``): the global token mean,
+* ``token_mean`` (``--calculate-per-token-loss``): the global token mean,
   ``Σ_{i,t} n_{i,t} x_{i,t} / max(Σ_{i,t} m_{i,t}, 1)``.
 
 Here ``m`` is the original loss mask, ``n`` the numerator mask (``m`` unless a correction such
@@ -26,8 +26,8 @@ import torch
 
 
 class LossAggregation(enum.Enum):
-    seq_mean_token_mean = "seq-mean-token-mean"  # mean over samples of per-sample token means
-    token_mean = "token-mean"  # mean over all tokens of the batch (--calculate-per-token-loss)
+    seq_mean_token_mean = "seq_mean_token_mean"  # mean over samples of per-sample token means
+    token_mean = "token_mean"  # mean over all tokens of the batch (--calculate-per-token-loss)
 
 
 def _masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -61,8 +61,8 @@ def aggregate(
 ) -> torch.Tensor:
     """Reduce a ``[B, T]`` per-token tensor to a scalar the way miles does.
 
-    seq-mean-token-mean: ``(1/N) Σ_i [Σ_t n_{i,t} x_{i,t} / max(D_i, 1)]``
-    token-mean:          ``Σ_{i,t} n_{i,t} x_{i,t} / max(M, 1)``
+    seq_mean_token_mean: ``(1/N) Σ_i [Σ_t n_{i,t} x_{i,t} / max(D_i, 1)]``
+    token_mean:          ``Σ_{i,t} n_{i,t} x_{i,t} / max(M, 1)``
 
     Args:
         values: ``[B, T]`` per-token values.
@@ -73,7 +73,7 @@ def aggregate(
         num_samples: ``N`` (default ``B``); the global batch size under micro-batching.
         num_tokens: ``M`` (default ``Σ_{i,t} m_{i,t}``); the global token count.
     """
-    mode = LossAggregation(mode)
+    mode = LossAggregation(getattr(mode, "value", mode))
     numerator = loss_mask if numerator_mask is None else numerator_mask
     sums = masked_sum_per_sample(values, numerator)
     if mode is LossAggregation.token_mean:
@@ -96,10 +96,10 @@ def aggregate_per_sample(
 ) -> torch.Tensor:
     """Reduce a per-sample ``[B]`` statistic ``e_i`` (e.g. ESS) like miles' ESS metric.
 
-    seq-mean-token-mean: ``(1/N) Σ_i e_i``
-    token-mean:          ``Σ_i e_i · max(Σ_t m_{i,t}, 1) / max(M, 1)``
+    seq_mean_token_mean: ``(1/N) Σ_i e_i``
+    token_mean:          ``Σ_i e_i · max(Σ_t m_{i,t}, 1) / max(M, 1)``
     """
-    mode = LossAggregation(mode)
+    mode = LossAggregation(getattr(mode, "value", mode))
     if mode is LossAggregation.token_mean:
         weights = loss_mask.to(per_sample.dtype).sum(dim=-1).clamp_min(1)
         total = loss_mask.to(per_sample.dtype).sum() if num_tokens is None else num_tokens

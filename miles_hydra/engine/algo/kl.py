@@ -53,7 +53,7 @@ def approx_kl(
     If ``importance_ratio`` w is given the estimate becomes ``w · KL`` (clamped afterwards for
     low_var_kl). Gradients flow through ``log_probs`` (and ``importance_ratio``).
     """
-    kl_type = KLType(kl_type)
+    kl_type = KLType(getattr(kl_type, "value", kl_type))
     log_ratio = log_probs.float() - log_probs_base.float()
     if kl_type is KLType.k1:
         kl = log_ratio

@@ -60,7 +60,8 @@ class MisConfig:
 
     def __post_init__(self) -> None:
         for name, kind in (("tis_level", ISLevel), ("rs_level", ISLevel), ("tis_mode", ISMode)):
-            object.__setattr__(self, name, kind(getattr(self, name)))
+            value = getattr(self, name)  # a string or any enum with the same values
+            object.__setattr__(self, name, kind(getattr(value, "value", value)))
         if self.tis_upper_bound <= 0:
             raise ConfigError(
                 "algorithm.mis.tis_upper_bound", self.tis_upper_bound, "must be > 0", "e.g. 2.0"

@@ -1,8 +1,9 @@
 """The policy-loss combiner (miles ``losses.py::policy_loss_function``) and the critic loss.
 
 ``loss = pg_loss − entropy_coef·entropy_loss + kl_loss_coef·kl_loss`` where, per token,
-``pg_loss_t`` is the clipped PPO/GSPO surrogate (``policy_loss.ppo_clip_loss``) multiplied by
-the off-policy correction weights (TIS / IcePop / MIS), each term reduced by ``aggregate``.
+``pg_loss_t`` is the clipped PPO/GSPO surrogate (``policy_loss.ppo_clip_loss``), zeroed by OPSM
+if enabled, multiplied by the off-policy correction weights (TIS / IcePop / MIS), each term
+reduced by ``aggregate``.
 A correction's modified mask (MIS rejection) becomes the numerator mask of every reduced loss
 term and of pg_clipfrac/ppo_kl/entropy/kl/train_rollout_*; ESS, ois and the correction's own
 metrics use the original mask, as in miles. Denominators always come from ``loss_mask``.
@@ -27,6 +28,7 @@ from miles_hydra.engine.algo.mis import MisConfig, mis_weights
 from miles_hydra.engine.algo.policy_loss import (
     clipped_value_loss,
     ess_ratio_per_sample,
+    opsm_mask,
     ppo_clip_loss,
     sanitize,
     sequence_ppo_kl,
@@ -42,6 +44,8 @@ class PolicyLossConfig:
     eps_clip: float = 0.2  # PPO clip ε_low: ratio lower bound 1 − eps_clip
     eps_clip_high: float | None = None  # ratio upper bound 1 + eps_clip_high; None = eps_clip
     eps_clip_c: float | None = None  # dual-clip constant c > 1 for negative advantages
+    use_opsm: bool = False  # off-policy sequence masking (drop A<0 tokens of drifted samples)
+    opsm_delta: float = 1e-4  # OPSM threshold on the sample's mean log π_old − log π_θ
     gspo: bool = False  # sequence-level (length-normalized) ratio: advantage_estimator=gspo
     entropy_coef: float = 0.0  # loss −= entropy_coef · entropy
     use_kl_loss: bool = False  # add (and report) the KL(π_θ ‖ π_ref) loss term
@@ -60,7 +64,8 @@ class PolicyLossConfig:
             ("correction", Correction),
             ("aggregation", LossAggregation),
         ):
-            object.__setattr__(self, name, kind(getattr(self, name)))
+            value = getattr(self, name)  # a string or any enum with the same values
+            object.__setattr__(self, name, kind(getattr(value, "value", value)))
         if self.eps_clip < 0 or (self.eps_clip_high is not None and self.eps_clip_high < 0):
             raise ConfigError(
                 "algorithm.eps_clip", self.eps_clip, "and eps_clip_high must be >= 0", "e.g. 0.2"
@@ -146,7 +151,7 @@ def compute_policy_loss_and_metrics(
         rollout_log_probs: ``[B, T]`` rollout-engine log-probs; needed by every correction and
             enables train/train_rollout_logprob_abs_diff and train/train_rollout_kl.
         ref_log_probs: ``[B, T]``; needed when ``config.use_kl_loss``.
-        entropy: ``[B, T]`` token entropy (``logits.token_entropy``); needed when
+        entropy: ``[B, T]`` token entropy (``policy_loss.token_entropy``); needed when
             ``entropy_coef != 0``; when given with coef 0 it is reported without gradient.
         sample_denominators / num_samples / num_tokens: see ``aggregation.aggregate``.
     Returns:
@@ -160,17 +165,25 @@ def compute_policy_loss_and_metrics(
         rollout_log_probs = torch.where(mask, rollout_log_probs, 0.0).detach()
     reduce = _aggregator(loss_mask, config, sample_denominators, num_samples, num_tokens)
 
-    ppo_kl = (sequence_ppo_kl if config.gspo else _token_ppo_kl)(
-        log_probs, old_log_probs, loss_mask
-    )
-    ppo_kl = sanitize(ppo_kl, loss_mask)
+    if config.gspo:
+        ppo_kl = sanitize(sequence_ppo_kl(log_probs, old_log_probs, loss_mask), loss_mask)
+    else:
+        ppo_kl = sanitize(token_ppo_kl(log_probs, old_log_probs), loss_mask)
+    advantages = sanitize(advantages.float(), loss_mask)
     pg_loss, pg_clipfrac = ppo_clip_loss(
         ppo_kl,
-        sanitize(advantages.float(), loss_mask),
+        advantages,
         eps_clip=config.eps_clip,
         eps_clip_high=config.eps_clip_high,
         eps_clip_c=config.eps_clip_c,
     )
+
+    opsm_clipfrac = None
+    if config.use_opsm:
+        keep, opsm_clipfrac = opsm_mask(
+            log_probs, old_log_probs, advantages, loss_mask, delta=config.opsm_delta
+        )
+        pg_loss = pg_loss * keep
 
     numerator, correction_metrics = loss_mask, {}
     if config.correction is not Correction.none:
@@ -194,6 +207,14 @@ def compute_policy_loss_and_metrics(
             ess, loss_mask, config.aggregation, num_samples=num_samples, num_tokens=num_tokens
         ),
     }
+    if opsm_clipfrac is not None:
+        metrics["train/opsm_clipfrac"] = aggregate_per_sample(
+            opsm_clipfrac,
+            loss_mask,
+            config.aggregation,
+            num_samples=num_samples,
+            num_tokens=num_tokens,
+        )
     regularization, regularizer_metrics = _regularizers(
         log_probs, old_log_probs, ref_log_probs, entropy, loss_mask, config, reduce_numerator
     )
@@ -205,13 +226,6 @@ def compute_policy_loss_and_metrics(
         metrics[f"train/{key}"] = reduce(value)
     metrics["train/loss"] = loss
     return loss, {key: value.detach() for key, value in metrics.items()}
-
-
-def _token_ppo_kl(
-    log_probs: torch.Tensor, old_log_probs: torch.Tensor, loss_mask: torch.Tensor
-) -> torch.Tensor:
-    """``ppo_kl_t = log π_old − log π_θ`` (the mask is applied by ``sanitize`` afterwards)."""
-    return token_ppo_kl(log_probs, old_log_probs)
 
 
 def _regularizers(

@@ -66,6 +66,27 @@ def ppo_clip_loss(
     return pg_loss, clipfrac
 
 
+def opsm_mask(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,
+    *,
+    delta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Off-policy sequence masking (``--use-opsm``, DeepSeek-V3.2; miles ``compute_opsm_mask``).
+
+    ``kl_i = Σ_t m_t (log π_old − log π_θ) / max(Σ_t m_t, 1)``; a token is dropped when
+    ``A_t < 0`` and ``kl_i > delta``. Returns ``(keep_t, clipfrac_i)``: the 0/1 multiplier
+    for ``pg_loss_t`` and per sample the dropped fraction of its loss tokens, ``[B]``.
+    """
+    diff = torch.where(loss_mask.bool(), old_log_probs - log_probs, 0.0).detach()
+    count = loss_mask.float().sum(dim=-1).clamp_min(1)
+    seq_kl = diff.sum(dim=-1) / count
+    dropped = (advantages < 0) & (seq_kl[:, None] > delta) & loss_mask.bool()
+    return (~dropped).float(), dropped.float().sum(dim=-1) / count
+
+
 def ess_ratio_per_sample(ppo_kl: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Effective-sample-size ratio per sample (no grad): with ``w_t = exp(clamp(−ppo_kl_t))``
     over the sample's n loss tokens, ``ESS = (Σ w)² / (max(n, 1) · max(Σ w², 1e-8))``.

@@ -1,4 +1,21 @@
-"""Data for the local engine: tokenizers, synthetic tasks, prompt files and prompt sources."""
+"""Data for the local engine: tokenizers, synthetic tasks, prompt files and prompt sources.
+
+Typical use (driver / trainer)::
+
+    tokenizer = build_tokenizer(cfg.model)                    # char (53 ids) or local HF / GGUF
+    source = build_prompt_source(cfg.data, tokenizer, cfg.seed, cfg.rollout.rollout_max_prompt_len,
+                                 max_response_len=cfg.rollout.rollout_max_response_len)
+    reward = miles_hydra.engine.reward.build_reward_fn(cfg.reward, cfg.data)
+    batch = source.next_batch(n)                              # list[Prompt(text, ids, label, meta)]
+    text = tokenizer.decode(response_ids)                     # stops at eos_id
+    r = reward(prompt, text)                                  # float; RewardError on bad values
+    pairs = source.sft_examples(n)                            # [(prompt_ids, solution_ids + [eos])]
+    state = source.state_dict(); source.load_state_dict(state)  # exact resume (JSON-safe dict)
+
+Stop generation at ``tokenizer.eos_id``; pad with ``tokenizer.pad_id`` (== eos_id for SmolLM2).
+Weights from the same place as the tokenizer: ``src = resolve_hf_source(cfg.model)``, then
+``AutoModelForCausalLM.from_pretrained(src.directory, **src.from_pretrained_kwargs())``.
+"""
 
 from miles_hydra.engine.data.files import PromptRecord, read_prompt_file
 from miles_hydra.engine.data.source import (

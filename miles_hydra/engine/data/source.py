@@ -14,6 +14,7 @@ a resumed run continues with exactly the prompts it would have seen.
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -33,7 +34,7 @@ class Prompt:
     meta: dict[str, Any] = field(default_factory=dict)  # split, index, task or file:line
 
 
-class PromptSource:
+class PromptSource(ABC):
     """Common part: tokenization, length checks and the warm-start pairs."""
 
     kind = ""
@@ -50,9 +51,9 @@ class PromptSource:
         self.max_prompt_len, self.max_response_len = max_prompt_len, max_response_len
         self.sft_position = 0
 
+    @abstractmethod
     def next_batch(self, n: int) -> list[Prompt]:
         """The next `n` training prompts; advances the position."""
-        raise NotImplementedError
 
     def eval_prompts(self) -> list[Prompt]:
         """The held-out eval prompts (the same list on every call)."""
@@ -105,17 +106,21 @@ class PromptSource:
                 prompt.meta,
             )
 
+    @abstractmethod
     def _too_long(self, what: str, meta: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Raise the error for a prompt or solution over the rollout length limits."""
 
+    @abstractmethod
     def _sft_item(self, index: int) -> tuple[Prompt, str]:
-        raise NotImplementedError
+        """The `index`-th warm-start prompt and its reference response text."""
 
+    @abstractmethod
     def _position(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The training-stream position, for state_dict()."""
 
+    @abstractmethod
     def _load_position(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore the training-stream position from state_dict() output."""
 
 
 class SyntheticPromptSource(PromptSource):

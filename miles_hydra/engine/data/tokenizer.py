@@ -9,9 +9,13 @@ text the reward sees.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Protocol, runtime_checkable
 
 from miles_hydra.errors import ConfigError, DataError
@@ -184,6 +188,44 @@ def _package_dir(package: str) -> str:
     return list(spec.submodule_search_locations)[0]
 
 
+def tokenizer_cache_dir() -> Path:
+    """Where converted GGUF tokenizers go: $MILES_HYDRA_CACHE or ~/.cache/miles_hydra."""
+    root = os.environ.get("MILES_HYDRA_CACHE") or os.path.join(Path.home(), ".cache", "miles_hydra")
+    return Path(root) / "gguf_tokenizers"
+
+
+def _load_hf_tokenizer(source: HFSource) -> Any:
+    """AutoTokenizer for `source`, offline. A GGUF tokenizer is converted once and cached.
+
+    Parsing a GGUF's vocabulary takes 10-20 s on 2 cores; the converted tokenizer is saved
+    (write, then rename) under `tokenizer_cache_dir()`, keyed by the GGUF's path, size, mtime and
+    the transformers version, and loaded from there afterwards.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+    from transformers import AutoTokenizer
+
+    if not source.gguf_file:
+        return AutoTokenizer.from_pretrained(source.directory, **source.from_pretrained_kwargs())
+    gguf = Path(source.directory, source.gguf_file).resolve()
+    stat = gguf.stat()
+    key = f"{gguf}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    cached = tokenizer_cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:16]
+    if cached.is_dir():
+        return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+    hf = AutoTokenizer.from_pretrained(source.directory, **source.from_pretrained_kwargs())
+    tmp = None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=cached.parent)
+        hf.save_pretrained(tmp)
+        os.replace(tmp, cached)
+    except OSError:  # read-only home, or another process cached it first: only an optimization
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return hf
+
+
 def build_tokenizer(model_cfg: Any) -> Tokenizer:
     """The tokenizer named by model.tokenizer: ``char`` or ``hf`` (from the local checkpoint)."""
     if model_cfg.tokenizer == "char":
@@ -198,11 +240,8 @@ def build_tokenizer(model_cfg: Any) -> Tokenizer:
         return tokenizer
     if model_cfg.tokenizer == "hf":
         source = resolve_hf_source(model_cfg)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoTokenizer
-
         try:
-            hf = AutoTokenizer.from_pretrained(source.directory, **source.from_pretrained_kwargs())
+            return HFTokenizer(_load_hf_tokenizer(source))
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 "model.hf_checkpoint",
@@ -210,7 +249,6 @@ def build_tokenizer(model_cfg: Any) -> Tokenizer:
                 f"has no loadable tokenizer ({exc})",
                 "check the directory and model.gguf_file",
             ) from exc
-        return HFTokenizer(hf)
     raise ConfigError(
         "model.tokenizer", model_cfg.tokenizer, "is not a known tokenizer", "use char or hf"
     )

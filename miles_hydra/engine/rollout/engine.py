@@ -64,14 +64,19 @@ class RolloutEngine:
         seed: int = 0,
         max_batch_size: int = 64,
         num_threads: Optional[int] = None,
+        policy: Optional[PolicyModel] = None,
     ) -> None:
+        """`policy`: use this model (cast to the rollout dtype/device) instead of building one."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
         self.dtype = torch_dtype(precision_cfg.rollout_dtype)
-        self.policy: PolicyModel = build_policy(model_cfg, spec_cfg, self.dtype, self.device, seed)
+        if policy is None:
+            policy = build_policy(model_cfg, spec_cfg, self.dtype, self.device, seed)
+        self.policy: PolicyModel = policy.to(device=self.device, dtype=self.dtype).eval()
         self.policy.requires_grad_(False)
-        self.num_draft_steps = spec_cfg.num_steps if spec_cfg.enabled else 0
+        speculate = spec_cfg.enabled and self.policy.draft is not None
+        self.num_draft_steps = spec_cfg.num_steps if speculate else 0
         self.max_batch_size = max_batch_size
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.cache: Optional[StaticKVCache] = None
@@ -219,7 +224,7 @@ class RolloutEngine:
         """Greedy (top-1) draft chain of `num_draft_steps` tokens per row -> [A, k]."""
         drafts = []
         token = pending
-        for _ in range(self.num_draft_steps if self.policy.draft is not None else 0):
+        for _ in range(self.num_draft_steps):
             logits, hidden = self.policy.draft_step(hidden, token)
             token = logits.argmax(-1)
             drafts.append(token)

@@ -1,0 +1,150 @@
+"""Preset combinations for backend=miles: the golden files and the oracle run over these.
+
+Every model preset meets every parallelism preset once (9 x 7 pairs); algorithm, speculative
+and precision presets rotate over the pairs so each option meets many models and layouts.
+Pairs our validation refuses (EP on a dense model, MTP draft on a model without MTP heads, ...)
+stay in ``refused`` with the reason; the rest are ``valid``. Composition is real Hydra.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from miles_hydra.config import RunConfig, materialize, register_configs
+from miles_hydra.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO_ROOT / "conf"
+GOLDEN_DIR = REPO_ROOT / "tests" / "miles" / "golden"
+REGEN_COMMAND = "python scripts/regen_miles_golden.py"
+
+MODELS = (
+    "qwen3_0.6b", "qwen3_4b", "qwen3_8b", "llama3.1_8b", "mimo_7b",
+    "qwen3_30b_a3b", "qwen3_235b_a22b", "deepseek_v3", "glm4.5",
+)
+PARALLELISMS = ("single", "tp2", "tp8", "tp8_pp2", "tp4_ep8", "tp4_ep8_2node", "disagg_tp4_pp4_ep8_8node")
+ALGORITHMS = (
+    "grpo", "grpo_tis", "grpo_mis", "gspo", "ppo", "reinforce_pp", "reinforce_pp_baseline",
+    "grpo+icepop",
+)
+SPECULATIVE = ("none", "mtp_online", "eagle", "mtp")
+PRECISIONS = ("bf16", "fp8", "int4_qat")
+MOE_MODELS = ("qwen3_30b_a3b", "qwen3_235b_a22b", "deepseek_v3", "glm4.5")
+
+# What every miles combination shares: prompt files, a miles reward, miles-scale batches.
+BASE_OVERRIDES = (
+    "backend=miles",
+    "rollout=large",
+    "data=jsonl",
+    "data.prompt_data=/root/datasets/dapo-math-17k/dapo-math-17k.jsonl",
+    "data.eval_prompt_data=/root/datasets/aime-2024/aime-2024.jsonl",
+    "reward=math",
+    "experiment_name=golden",
+    "output_root=/runs",
+)
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One preset combination."""
+
+    name: str  # file-name-safe id, e.g. qwen3_4b__tp2__grpo_tis__none__fp8
+    overrides: tuple[str, ...]  # Hydra overrides after BASE_OVERRIDES
+
+
+def all_combos() -> list[Combo]:
+    """The 63 model x parallelism pairs with rotating algorithm / speculative / precision."""
+    combos = []
+    for i, model in enumerate(MODELS):
+        for j, par in enumerate(PARALLELISMS):
+            algo = ALGORITHMS[(i + j) % len(ALGORITHMS)]
+            spec = SPECULATIVE[(i + 2 * j) % len(SPECULATIVE)]
+            prec = PRECISIONS[(2 * i + j) % len(PRECISIONS)]
+            overrides = [f"model={model}", f"parallelism={par}", f"speculative={spec}",
+                         f"precision={prec}"]
+            if algo == "grpo+icepop":
+                overrides += ["algorithm=grpo", "algorithm/correction=icepop"]
+            else:
+                overrides.append(f"algorithm={algo}")
+            if spec == "eagle":
+                overrides.append(f"speculative.draft_model_path=/root/models/{model}-eagle3")
+            if model in MOE_MODELS and (i + j) % 2 == 0:
+                overrides.append("algorithm.use_rollout_routing_replay=true")
+            name = "__".join([model, par, algo.replace("+", "_"), spec, prec])
+            combos.append(Combo(name.replace(".", "_"), tuple(overrides)))
+    return combos
+
+
+def compose_run(overrides: list[str] | tuple[str, ...], base: bool = True) -> RunConfig:
+    """Compose conf/ with Hydra and materialize (ConfigError if our validation refuses)."""
+    return compose_many({"one": tuple(overrides)}, base=base)["one"].unwrap()
+
+
+@dataclass
+class Composed:
+    """A composed combination: the RunConfig, or the ConfigError that refused it."""
+
+    run: Optional[RunConfig]  # the validated config
+    error: Optional[ConfigError]  # why our validation refused it
+
+    def unwrap(self) -> RunConfig:
+        if self.error is not None:
+            raise self.error
+        assert self.run is not None
+        return self.run
+
+
+def compose_many(
+    named_overrides: dict[str, tuple[str, ...]], base: bool = True
+) -> dict[str, Composed]:
+    """Compose several override lists in one Hydra initialization."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    out: dict[str, Composed] = {}
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            for name, overrides in named_overrides.items():
+                full = [*(BASE_OVERRIDES if base else ()), *overrides]
+                try:
+                    out[name] = Composed(materialize(compose("config", overrides=full)), None)
+                except ConfigError as exc:
+                    out[name] = Composed(None, exc)
+    finally:
+        GlobalHydra.instance().clear()
+    return out
+
+
+def split_valid(combos: list[Combo]) -> tuple[dict[str, RunConfig], dict[str, ConfigError]]:
+    """(valid RunConfigs, refused ConfigErrors), keyed by combo name."""
+    composed = compose_many({c.name: c.overrides for c in combos})
+    valid = {k: v.run for k, v in composed.items() if v.error is None}
+    refused = {k: v.error for k, v in composed.items() if v.error is not None}
+    return valid, refused
+
+
+def golden_text(combo: Combo, entry: str, argv: list[str], env: dict[str, str]) -> str:
+    """The golden file of one combination: overrides, env, entry, one flag (+ values) per line."""
+    lines = [
+        f"# combo: {' '.join(combo.overrides)}",
+        f"# base: {' '.join(BASE_OVERRIDES)}",
+        f"# regenerate: {REGEN_COMMAND}",
+        "env:",
+        *(f"  {key}={shlex.quote(value)}" for key, value in sorted(env.items())),
+        f"entry: {entry}",
+        "argv:",
+    ]
+    current: list[str] = []
+    for token in argv:
+        if token.startswith("--") and current:
+            lines.append("  " + shlex.join(current))
+            current = []
+        current.append(token)
+    if current:
+        lines.append("  " + shlex.join(current))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,56 @@
+"""Golden files for the plan of a few presets (the compiled miles command is left out: it is
+goldened by the miles compiler's own tests). Regenerate with the command printed on mismatch."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+from conftest import compose_fast, materialize
+
+from miles_hydra.plan import render_plan
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+REGEN = "UPDATE_GOLDEN=1 python -m pytest tests/config/test_plan_golden.py"
+
+PRESETS: dict[str, list[str]] = {
+    "default_local": [],
+    "qwen3_30b_a3b_tp4_ep8_2node_fp8_mtp_online_grpo": [
+        "model=qwen3_30b_a3b",
+        "parallelism=tp4_ep8_2node",
+        "precision=fp8",
+        "speculative=mtp_online",
+        "algorithm=grpo",
+    ],
+    "qwen3_4b_tp8_bf16": ["model=qwen3_4b", "parallelism=tp8", "precision=bf16"],
+    # The disagg preset's PP 4 does not divide DeepSeek-V3's 61 layers; PP 1 here.
+    "deepseek_v3_disagg_pp1_fp8": [
+        "model=deepseek_v3",
+        "parallelism=disagg_tp4_pp4_ep8_8node",
+        "precision=fp8",
+        "parallelism.pipeline_model_parallel_size=1",
+        "rollout=large",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_plan_matches_golden(name: str) -> None:
+    text = render_plan(materialize(compose_fast(PRESETS[name])), with_command=False)
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"missing golden {path}; create it with: {REGEN}"
+    want = path.read_text()
+    if text != want:
+        diff = "".join(
+            difflib.unified_diff(
+                want.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile=f"golden/{name}.txt",
+                tofile="render_plan",
+            )
+        )
+        pytest.fail(f"plan of {name} changed:\n{diff}\nIf intended, regenerate with: {REGEN}")
