@@ -1,10 +1,13 @@
 """Entry point: `python launch.py [group=option ...] [key=value ...]` (add -m for sweeps)."""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from miles_hydra.app import main as app_main
 from miles_hydra.config import register_configs
+from miles_hydra.hints import typo_hints
 
 register_configs()
 
@@ -15,4 +18,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    if hints := typo_hints(sys.argv[1:]):  # refuse typos with a "did you mean" before Hydra starts
+        print("miles_hydra: invalid override(s):\n  " + "\n  ".join(hints), file=sys.stderr)
+        sys.exit(2)
     main()

@@ -9,6 +9,8 @@ mode=plan under 2 s wall.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,15 +39,17 @@ def _stats(name: str, seconds: list[float]) -> str:
 def bench_in_process(overrides: list[str], reps: int) -> list[str]:
     """Fresh Hydra each repetition (what launch.py pays), then materialize, then render_plan."""
     register_configs()
-    composed, validated, planned, total = [], [], [], []
+    composed, validated, planned, total, cpu = [], [], [], [], []
     for _ in range(reps):
         GlobalHydra.instance().clear()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
         t1 = time.perf_counter()
         run = materialize(cfg)
         t2 = time.perf_counter()
+        cpu.append(time.process_time() - c0)
         render_plan(run)
         t3 = time.perf_counter()
         composed.append(t1 - t0)
@@ -57,13 +61,15 @@ def bench_in_process(overrides: list[str], reps: int) -> list[str]:
         _stats("compose", composed),
         _stats("validate (materialize)", validated),
         _stats("compose + validate", total),
+        _stats("compose + validate (CPU)", cpu),
         _stats("render_plan", planned),
     ]
 
 
 def bench_cli(overrides: list[str], reps: int) -> str:
-    walls = []
+    walls, cpus = [], []
     for _ in range(reps):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run(
             [sys.executable, "launch.py", *overrides, "mode=plan"],
@@ -73,7 +79,14 @@ def bench_cli(overrides: list[str], reps: int) -> str:
             timeout=120,
         )
         walls.append(time.perf_counter() - t0)
-    return _stats("python launch.py mode=plan (wall)", walls)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return "\n".join(
+        [
+            _stats("python launch.py mode=plan (wall)", walls),
+            _stats("python launch.py mode=plan (CPU)", cpus),
+        ]
+    )
 
 
 def main() -> None:
@@ -83,7 +96,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (default config if none)")
     args = parser.parse_args()
     label = " ".join(args.overrides) or "(default config)"
-    print(f"config: {label}")
+    print(f"config: {label}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for line in bench_in_process(args.overrides, args.reps):
         print(line)
     print(bench_cli(args.overrides, args.cli_reps))

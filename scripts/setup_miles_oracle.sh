@@ -16,9 +16,10 @@ python_bin="${PYTHON:-python3.11}"
 
 # torch first and pinned (CPU wheel from the local store); never torchvision (the oracle stubs it).
 torch_pin="torch==2.13.0"
-# Exactly what miles.utils.arguments and its imports need, found by iterating on ImportError.
+# What miles.utils.arguments and its imports need (found by iterating on ImportError), plus
+# ray[default] so that the same venv can host a Ray head with the job API (runner tests).
 deps=(
-  "PyYAML==6.0.4" "ray==2.60.0" "transformers==5.24.0" "sglang-router==0.3.2" "pybase64==1.5.1"
+  "PyYAML==6.0.4" "ray[default]==2.60.0" "transformers==5.24.0" "sglang-router==0.3.2" "pybase64==1.5.1"
   "ipython==9.18.1" "triton==3.9.0" "pillow==13.0.0" "openai==3.57.0"
   "partial-json-parser==0.2.1.1.post7" "pyzmq==27.3.0" "dill==0.4.1" "sentencepiece==0.2.3"
   "httpx==0.28.1" "six==1.17.0" "matplotlib==3.11.2"

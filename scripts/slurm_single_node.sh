@@ -142,7 +142,7 @@ SlurmdUser=root
 AuthType=auth/munge
 # A requeued job waits cred_expire seconds before it may start again (default 120): keep the
 # preemption tests short. Still ample for a step launch on one node.
-AuthInfo=cred_expire=15
+AuthInfo=cred_expire=10
 CredType=cred/munge
 MpiDefault=none
 # no cgroups in this sandbox: linuxproc tracking and task/none
@@ -152,6 +152,9 @@ JobAcctGatherType=jobacct_gather/none
 $accounting_lines
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# look at pending jobs every 2 s (defaults: 60 s main loop, 30 s backfill): a requeued job
+# becomes eligible on a timer, not on an event, and would otherwise idle up to a minute
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$(( mem_mb / cpus ))

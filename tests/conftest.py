@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from miles_hydra.config import RunConfig, register_configs

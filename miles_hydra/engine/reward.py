@@ -121,6 +121,11 @@ def _as_reward(name: str, value: Any, prompt: Prompt, response: str) -> float:
     )
 
 
+def _is_synthetic(data_cfg: Any, task: str) -> bool:
+    source = getattr(data_cfg.source, "value", data_cfg.source)
+    return source == "synthetic" and data_cfg.task == task
+
+
 def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
     """``reward(prompt, response) -> float`` for reward.rm_type (task|math|exact_match|custom)."""
     rm_type = reward_cfg.rm_type
@@ -136,6 +141,13 @@ def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
         task = build_task(data_cfg.task, data_cfg.task_kwargs)
         return checked(
             f"task:{task.name}", lambda _text, response, label: task.verify(response, label)
+        )
+    if rm_type in ("math", "exact_match") and _is_synthetic(data_cfg, "countdown"):
+        raise ConfigError(
+            "reward.rm_type",
+            rm_type,
+            "cannot score data.task=countdown: its label is the numbers and target, not an answer",
+            "use reward=task",
         )
     if rm_type == "math":
         return checked("math", math_reward)

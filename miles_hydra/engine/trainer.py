@@ -159,6 +159,14 @@ class TrainerActor:
                     out["values"].append(_pad_to(values.cpu(), packed.loss_mask.shape[1]))
             offset += sum(len(c) for c in chunks)
         result = {key: torch.cat(parts) for key, parts in out.items()}
+        mask = packed.loss_mask.bool()
+        for key in ("log_probs", "ref_log_probs", "values"):
+            if key in result and not torch.isfinite(result[key][mask]).all():
+                raise TrainingError(
+                    f"non-finite {key} from the {'critic' if key == 'values' else 'model'} "
+                    "before training: the weights hold NaN/Inf (a diverged run?); the last good "
+                    "checkpoint is kept; lower algorithm.lr or resume from that checkpoint"
+                )
         result.update({k: torch.tensor(v) for k, v in {**timings, **mismatch}.items()})
         return result
 
@@ -349,10 +357,10 @@ class TrainerActor:
             logits = self.policy.lm.lm_head(hidden.gather(1, index)).float()
             logp = algo.token_log_probs(logits, mb.tokens)
             loss = -(logp * mb.loss_mask).sum() / mb.loss_mask.sum()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if self.policy.draft is not None:
                 mtp, _ = self._mtp_loss(hidden, mb)
-                mtp_losses.append(float(mtp))
+                mtp_losses.append(mtp.item())
                 loss = loss + mtp
             self._check_finite(loss, -1, {"warmup/sft_loss": loss.detach()})
             opt.zero_grad(set_to_none=True)

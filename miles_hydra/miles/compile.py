@@ -121,10 +121,10 @@ def plan_values(cfg: RunConfig) -> dict[str, Any]:
     """What miles must derive from our argv, computed from our config alone."""
     p, r, a, s = cfg.parallelism, cfg.rollout, cfg.algorithm, cfg.speculative
     return {
+        "rollout_num_gpus": rollout_gpus(cfg),
         "world_size": p.actor_world_size,
         "data_parallel_size": p.data_parallel_size,
         "global_batch_size": r.effective_global_batch_size,
-        "rollout_num_gpus": p.total_rollout_gpus,
         "sglang_tp_size": p.rollout_num_gpus_per_engine,
         "eps_clip_high": a.clip_high,
         "offload_train": p.colocate,
@@ -145,3 +145,15 @@ def plan_values(cfg: RunConfig) -> dict[str, Any]:
         "use_distributed_optimizer": a.optimizer.value == "adam",
         "lr": a.lr,
     }
+
+
+def rollout_gpus(cfg: RunConfig) -> int:
+    """miles' rollout_num_gpus: under --colocate with ppo it adds the critic's GPUs.
+
+    miles_validate_args: colocate => rollout_num_gpus = actor GPUs (+ critic GPUs, = actor
+    layout, when use_critic). The placement group then holds max(actor, rollout) bundles, so a
+    colocated PPO job asks Ray for twice the actor GPUs.
+    """
+    p = cfg.parallelism
+    ppo = cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo
+    return p.total_rollout_gpus + (p.actor_world_size if p.colocate and ppo else 0)

@@ -9,6 +9,7 @@ invariant, KL needs --ref-load, ...) are left to the real parser (oracle.py).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,9 +51,14 @@ def load_table(path: Path = DEFAULT_TABLE) -> dict[str, FlagSpec]:
     """Option string -> FlagSpec for every action in a dump."""
     table: dict[str, FlagSpec] = {}
     for a in json.loads(Path(path).read_text())["actions"]:
+        choices = a["choices"]
+        if isinstance(choices, str):  # an enum list dumped as its repr: "[<AttnBackend.flash: 1>]"
+            choices = re.findall(r"<\w+\.(\w+):", choices)
+        elif choices is not None and a["type"] == "enum_type_handler":  # ["AttnBackend.flash"]
+            choices = [str(c).rsplit(".", 1)[-1] for c in choices]
         spec = FlagSpec(
             flags=tuple(a["flags"]), dest=a["dest"], type=a["type"],
-            choices=None if a["choices"] is None else tuple(a["choices"]),
+            choices=None if choices is None else tuple(choices),
             nargs=a["nargs"], action=a["action"],
         )
         for flag in spec.flags:

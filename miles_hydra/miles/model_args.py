@@ -107,8 +107,9 @@ def _qwen3_moe_args(m: ModelConfig) -> Argv:
     return [
         "--disable-bias-linear",
         *_switch("--qk-layernorm", m.qk_layernorm),
-        *_gqa(m),
+        *_gqa(m)[:1],
         "--num-attention-heads", num(m.num_attention_heads),
+        *_gqa(m)[1:],
         *_opt("--kv-channels", m.kv_channels),
         "--num-layers", num(m.num_layers),
         "--hidden-size", num(m.hidden_size),
@@ -187,8 +188,9 @@ def _glm_moe_args(m: ModelConfig) -> Argv:
     args = [
         "--disable-bias-linear",
         *_switch("--qk-layernorm", m.qk_layernorm),
-        *_gqa(m),
+        *_gqa(m)[:1],
         "--num-attention-heads", num(m.num_attention_heads),
+        *_gqa(m)[1:],
         *_opt("--kv-channels", m.kv_channels),
         "--num-layers", num(m.num_layers),
         "--hidden-size", num(m.hidden_size),

@@ -92,6 +92,7 @@ def _child_env() -> dict[str, str]:
     env["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
     env["PYTHONWARNINGS"] = "ignore"
     env["PYTHONNOUSERSITE"] = "1"
+    env["PYTHONHASHSEED"] = "0"  # some choices lists are built from sets: keep dumps reproducible
     return env
 
 
@@ -104,3 +105,12 @@ def dump_flags(out_path: Path, python: Optional[str] = None) -> None:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"flag dump failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+
+
+def check(run: Any) -> int:
+    """mode=check entry (miles_hydra.plan.run_check): print the report; 0 = passed."""
+    from miles_hydra.miles.check import check_with_oracle
+
+    report = check_with_oracle(run)
+    print(report.render())
+    return 0 if report.ok else 1

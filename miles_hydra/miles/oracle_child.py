@@ -263,11 +263,14 @@ def _action_record(action: argparse.Action) -> dict[str, Any]:
         return str(value)
 
     kind = type(action).__name__
+    choices = action.choices
+    if isinstance(choices, (set, frozenset, dict)):  # unordered: sort so dumps are reproducible
+        choices = sorted(choices, key=str)
     return {
         "flags": list(action.option_strings),
         "dest": action.dest,
         "type": getattr(action.type, "__name__", None if action.type is None else str(action.type)),
-        "choices": None if action.choices is None else [plain(c) for c in action.choices],
+        "choices": None if choices is None else [plain(c) for c in choices],
         "nargs": action.nargs,
         "action": kind,
         "default": plain(action.default),

@@ -207,12 +207,9 @@ def parallelism_args(cfg: RunConfig) -> Argv:
 
 def recipe_args(cfg: RunConfig) -> Argv:
     """Settings every miles recipe pairs with the model args (section 5 of the reference)."""
-    args = [
-        "--attention-dropout", "0.0", "--hidden-dropout", "0.0",
-        "--accumulate-allreduce-grads-in-fp32", "--attention-softmax-in-fp32",
-    ]
-    if not cfg.model.multi_latent_attention:  # flash attention does not cover MLA
-        args += ["--attention-backend", "flash"]
+    args = ["--attention-dropout", "0.0", "--hidden-dropout", "0.0", "--accumulate-allreduce-grads-in-fp32"]
+    if not cfg.model.multi_latent_attention:  # MLA model args carry softmax-in-fp32; no flash for MLA
+        args += ["--attention-softmax-in-fp32", "--attention-backend", "flash"]
     return args
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import compose_fast
+from conftest import compose_config, compose_fast
 
 from miles_hydra.config import RunConfig
 from miles_hydra.config.backend import BackendKind
@@ -135,23 +136,37 @@ def test_compose_experiment(compose, path: Path) -> None:
     assert isinstance(run, RunConfig)
 
 
+def _values(spec: object) -> list[str]:
+    """The values a sweeper would try, as override strings: each of ``a,b,c`` / ``choice(...)``,
+    and both ends of an ``interval(lo, hi)`` (Optuna; possibly inside ``tag(log, ...)``)."""
+    text = str(spec).strip()
+    interval = re.search(r"interval\(([^,]+),([^)]+)\)", text)
+    if interval:
+        return [interval.group(1).strip(), interval.group(2).strip()]
+    choice = re.fullmatch(r"choice\((.*)\)", text)
+    if choice:
+        text = choice.group(1)
+    return [v.strip() for v in text.split(",")]
+
+
 def _sweep_points(path: Path) -> list[list[str]]:
-    """The first value of each swept parameter (and each choice list's every value, one at a time)."""
+    """Each swept value once, the other swept keys at their first value."""
     doc = yaml.safe_load(path.read_text()) or {}
-    base = [f"{k}={v}" for k, v in (doc.get("defaults_overrides") or {}).items()]
     params = ((doc.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
-    points = [base]
-    for key, spec in params.items():
-        text = str(spec)
-        if text.startswith("choice("):
-            for value in text[len("choice(") : -1].split(","):
-                points.append([*base, f"{key}={value.strip()}"])
+    values = {key: _values(spec) for key, spec in params.items()}
+    first = {key: vals[0] for key, vals in values.items()}
+    points = [[f"{k}={v}" for k, v in first.items()]]
+    for key, vals in values.items():
+        for value in vals[1:]:
+            points.append([f"{k}={value if k == key else v}" for k, v in first.items()])
     return points
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
-def test_compose_sweep(compose, path: Path) -> None:
-    overrides = [f"+sweeps={path.stem}"] if (REPO / "conf" / "sweeps").is_dir() else []
-    for point in _sweep_points(path):
-        run = compose_and_check(compose([*overrides, *point]))
-        assert isinstance(run, RunConfig)
+def test_compose_sweep(path: Path) -> None:
+    """``python launch.py -m +sweep=<name>``: every swept value composes and validates."""
+    points = _sweep_points(path)
+    for point in points:
+        run = compose_and_check(compose_config([f"+sweep={path.stem}", *point]))
+        assert run.experiment_name == path.stem
+    assert points

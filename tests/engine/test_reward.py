@@ -100,6 +100,11 @@ def test_math_reward_with_a_non_numeric_label_names_it() -> None:
         reward(prompt("abc"), "46")
 
 
+def test_answer_rewards_refuse_countdown_labels() -> None:
+    with pytest.raises(ConfigError, match="reward.rm_type='math' cannot score data.task=countdown"):
+        build_reward_fn(RewardConfig(rm_type="math"), DataConfig(task="countdown"))
+
+
 def test_exact_match() -> None:
     reward = build_reward_fn(RewardConfig(rm_type="exact_match"), DataConfig())
     assert reward(prompt("46"), " 46 ") == 1.0

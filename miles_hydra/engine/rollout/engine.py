@@ -15,19 +15,20 @@ by torch.compile / CUDA graphs later.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import torch
-from miles_hydra.engine.rollout.routing import RoutingRecorder
 
 from miles_hydra.config.model import ModelConfig
 from miles_hydra.config.precision import PrecisionConfig
 from miles_hydra.config.speculative import SpeculativeConfig
 from miles_hydra.engine.models import PolicyModel, build_policy, torch_dtype
 from miles_hydra.engine.rollout.kv import StaticKVCache, cached_forward
+from miles_hydra.engine.rollout.routing import RoutingRecorder
 from miles_hydra.engine.rollout.sampling import (
     GenOutput,
     SamplingParams,
@@ -115,22 +116,24 @@ class RolloutEngine:
         states: list[Optional[_Seq]] = [None] * slots
         outputs: list[Optional[GenOutput]] = [None] * len(prompts)
         waiting = deque(range(len(prompts)))
-        try:
-            while True:
-                free = [s for s in range(slots) if states[s] is None]
-                if free and waiting:
-                    admitted = [(s, waiting.popleft()) for s in free[: len(waiting)]]
-                    self._prefill(admitted, prompts, params, states, outputs, recorder)
-                    continue  # sequences may end at their first token; refill again
-                active = [s for s in range(slots) if states[s] is not None]
-                if not active:
-                    break
-                self._step(active, params, states, outputs, recorder)
-        finally:
-            if recorder is not None:
-                recorder.close()
+        while True:
+            free = [s for s in range(slots) if states[s] is None]
+            if free and waiting:
+                admitted = [(s, waiting.popleft()) for s in free[: len(waiting)]]
+                self._prefill(admitted, prompts, params, states, outputs, recorder)
+                continue  # sequences may end at their first token; refill again
+            active = [s for s in range(slots) if states[s] is not None]
+            if not active:
+                break
+            self._step(active, params, states, outputs, recorder)
         assert all(o is not None for o in outputs)
         return outputs  # type: ignore[return-value]
+
+    @staticmethod
+    def _recording(
+        recorder: Optional[RoutingRecorder], rows: torch.Tensor, positions: torch.Tensor
+    ) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if recorder is None else recorder.record(rows, positions)
 
     def _ensure_cache(self, slots: int, max_len: int) -> None:
         if self.cache is None or not self.cache.fits(slots, max_len, self.dtype):
@@ -158,9 +161,8 @@ class RolloutEngine:
         rows = torch.tensor([s for s, _ in admitted], device=self.device)
         positions = torch.arange(width, device=self.device).expand(len(admitted), width)
         last = torch.tensor(lens, device=self.device) - 1
-        out = cached_forward(self.policy.lm, self.cache, ids, positions, rows, logits_at=last)
-        if recorder is not None:
-            recorder.store(rows, positions)
+        with self._recording(recorder, rows, positions):
+            out = cached_forward(self.policy.lm, self.cache, ids, positions, rows, logits_at=last)
         token = sample(sampling_probs(out.logits, params), self.generator)
         log_prob = token_log_probs(out.logits, token, params)
         self._pending[rows] = token
@@ -187,11 +189,10 @@ class RolloutEngine:
         ids = torch.cat([pending[:, None], drafts], dim=1)
         positions = lengths[:, None] + torch.arange(k + 1, device=self.device)
         contiguous = active == list(range(len(active)))
-        out = cached_forward(
-            self.policy.lm, self.cache, ids, positions, None if contiguous else rows
-        )
-        if recorder is not None:
-            recorder.store(rows, positions)
+        with self._recording(recorder, rows, positions):
+            out = cached_forward(
+                self.policy.lm, self.cache, ids, positions, None if contiguous else rows
+            )
         vocab = out.logits.shape[-1]
         probs = sampling_probs(out.logits.reshape(-1, vocab), params).view(
             len(active), k + 1, vocab

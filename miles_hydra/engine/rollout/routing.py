@@ -1,53 +1,45 @@
 """R3 recording in the rollout engine: the top-k expert ids each MoE layer chose per position.
 
-Forward hooks on the MoE routers (HF ``mlp.gate`` modules returning ``(logits, scores,
-indices)``) capture the ids of each forward; `store` scatters them to the slots' positions,
-exactly like the KV cache, so positions of rejected speculative tokens are overwritten later.
-Dense layers hold -1. Output layout (miles' ``rollout_routed_experts``):
-``[prompt_len + response_len - 1, num_layers, topk]`` int32.
+Each forward runs inside `miles_hydra.engine.r3.record_routing`; `RoutingRecorder.store`
+scatters that call's ids ``[B, T, L, K]`` to the slots' positions, exactly like the KV cache,
+so the ids of rejected speculative positions are overwritten when those positions are fed
+again. Output layout (r3.py's): ``[prompt_len + response_len - 1, num_moe_layers, top_k]``
+int32, the last sampled token never being fed.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
+from miles_hydra.engine import r3
+
 
 class RoutingRecorder:
-    """Records routed expert ids of `lm`'s MoE layers into per-slot buffers."""
+    """Per-slot routing buffers of `lm`'s MoE layers for one generate() call."""
 
     def __init__(self, lm: PreTrainedModel, slots: int, max_len: int) -> None:
-        layers = lm.model.layers
-        topk = getattr(lm.config, "num_experts_per_tok", 1)
-        self.buffer = torch.full((slots, max_len, len(layers), topk), -1, dtype=torch.int32)
-        self._last: dict[int, torch.Tensor] = {}
-        self._handles = []
-        for i, layer in enumerate(layers):
-            gate = getattr(layer.mlp, "gate", None)
-            if gate is not None and hasattr(gate, "top_k"):
-                self._handles.append(gate.register_forward_hook(self._hook(i)))
+        routers = r3.moe_routers(lm)  # ConfigError for a dense model
+        self.lm = lm
+        self.buffer = torch.full(
+            (slots, max_len, len(routers), routers[0].top_k), -1, dtype=torch.int32
+        )
 
-    def _hook(self, layer: int):
-        def hook(_module: torch.nn.Module, _inputs: tuple, output: tuple) -> None:
-            self._last[layer] = output[2].detach()
-
-        return hook
-
-    def store(self, rows: torch.Tensor, positions: torch.Tensor) -> None:
-        """Scatter the ids of the last forward ([B*T, topk] per layer) to rows x positions."""
+    @contextlib.contextmanager
+    def record(self, rows: torch.Tensor, positions: torch.Tensor) -> Iterator[None]:
+        """Record the forward run in this block; its tokens sit at `rows` x `positions` [B, T]."""
+        with r3.record_routing(self.lm) as record:
+            yield
+        ids = record.stacked()  # [B, T, L, K]
         b, t = positions.shape
-        rows_cpu, pos_cpu = rows.cpu()[:, None].expand(b, t), positions.cpu()
-        for layer, ids in self._last.items():
-            self.buffer[rows_cpu, pos_cpu, layer] = ids.view(b, t, -1).to("cpu", torch.int32)
-        self._last.clear()
+        self.buffer[rows.cpu()[:, None].expand(b, t), positions.cpu()] = ids
 
     def take(self, slot: int, length: int) -> np.ndarray:
+        """The routing of the first `length` positions of `slot`; clears the slot."""
         out = self.buffer[slot, :length].numpy().copy()
         self.buffer[slot] = -1
         return out
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()

@@ -1,0 +1,73 @@
+"""`python launch.py backend=miles mode=check`: verify the compiled command before it queues.
+
+Two layers: the flag table (miles_flags_*.json, milliseconds, no miles needed) and, when a
+Python with miles is available (the oracle venv, or ``MILES_ORACLE_PYTHON=python3`` inside the
+miles image), miles' own parse_args() with every validation it runs, whose derived values must
+equal what our config planned.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from miles_hydra.config.run import RunConfig
+from miles_hydra.miles.compile import MilesCommand, compile_miles, plan_values
+from miles_hydra.miles.flags import DEFAULT_TABLE, FlagProblem, check_argv
+from miles_hydra.miles.oracle import SETUP_HINT, OracleResult, oracle_python, parse_many
+
+
+@dataclass
+class CheckReport:
+    """Everything mode=check found about one config's miles command."""
+
+    command: MilesCommand  # what would be submitted
+    table: Path  # the flag table used for the fast check
+    flag_problems: list[FlagProblem] = field(default_factory=list)  # table-check findings
+    oracle: Optional[OracleResult] = None  # miles' own verdict; None if no miles available
+    mismatches: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key: (plan, miles)
+
+    @property
+    def ok(self) -> bool:
+        oracle_ok = self.oracle is None or self.oracle.ok
+        return not self.flag_problems and oracle_ok and not self.mismatches
+
+    def render(self) -> str:
+        lines = [f"miles command: python3 {shlex.join([self.command.entry, *self.command.argv])}"]
+        lines.append(f"flag table ({self.table.name}): "
+                     + ("ok" if not self.flag_problems else f"{len(self.flag_problems)} problem(s)"))
+        lines += [f"  {p}" for p in self.flag_problems]
+        if self.oracle is None:
+            lines.append(f"miles parser: skipped (no Python with miles; {SETUP_HINT})")
+        elif not self.oracle.ok:
+            lines.append(f"miles parser: REJECTED\n  {self.oracle.error}")
+        else:
+            lines.append(f"miles parser: ok ({self.oracle.seconds:.2f} s)")
+            for key, (ours, theirs) in sorted(self.mismatches.items()):
+                lines.append(f"  derived {key}: plan {ours!r} != miles {theirs!r}")
+        lines.append("check: " + ("PASSED" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+def check_with_oracle(
+    cfg: RunConfig, python: Optional[str] = None, table: Optional[Path] = None
+) -> CheckReport:
+    """Table-check and (if possible) parse the compiled command; compare derived values."""
+    cmd = compile_miles(cfg)
+    table = table or Path(os.environ.get("MILES_FLAGS_TABLE", DEFAULT_TABLE))
+    report = CheckReport(command=cmd, table=table, flag_problems=check_argv(cmd.argv, table))
+    python = python or oracle_python()
+    if python is None:
+        return report
+    report.oracle = parse_many({"check": cmd.argv}, python=python).results[0]
+    if report.oracle.ok:
+        report.mismatches = compare(plan_values(cfg), report.oracle.derived)
+    return report
+
+
+def compare(plan: dict[str, Any], derived: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys whose planned value differs from miles' derived one (floats compared exactly)."""
+    return {k: (v, derived.get(k)) for k, v in plan.items() if derived.get(k) != v}

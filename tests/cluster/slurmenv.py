@@ -1,0 +1,54 @@
+"""Is a Slurm node idle here, and small helpers for tests that submit real jobs."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+import time
+
+import pytest
+
+
+def _idle_slurm() -> str:
+    """Why Slurm tests cannot run here, or '' when a node is idle."""
+    if shutil.which("sinfo") is None:
+        return "no Slurm here (sinfo not found); run: bash scripts/slurm_single_node.sh up"
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10
+        )
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out: slurmctld not answering"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s in ("idle", "mix") for s in states):
+        return f"no idle Slurm node (sinfo: {out.stdout.strip() or out.stderr.strip()})"
+    return ""
+
+
+NO_SLURM = _idle_slurm()
+slurm_only = pytest.mark.skipif(bool(NO_SLURM), reason=NO_SLURM)
+
+
+def sacct_state(job_id: str) -> str:
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+
+
+def no_ray_dirs_left(job_id: str) -> bool:
+    return not glob.glob(f"/tmp/mh_ray_{job_id}_*")
+
+
+def wait_for_state(job_id: str, state: str, timeout_s: float) -> bool:
+    """Accounting lags the job's end by a moment: poll sacct."""
+    deadline = time.monotonic() + timeout_s
+    while sacct_state(job_id) != state:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True

@@ -1,0 +1,139 @@
+"""Fast tests of the cluster pieces that need no scheduler: run dir, redaction, sbatch, schema."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import compose_config, materialize
+
+from miles_hydra.cluster import preemption, rundir
+from miles_hydra.cluster.submit import executor_parameters, sbatch_script, slurm_parameters
+from miles_hydra.config.cluster import ClusterConfig, ClusterKind
+from miles_hydra.errors import ConfigError
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = os.environ.get("MH_REGEN_GOLDEN") == "1"
+REGEN_CMD = "MH_REGEN_GOLDEN=1 python -m pytest tests/cluster/test_cluster_units.py"
+
+PRESETS = {
+    "slurm_default": ["cluster=slurm"],
+    "slurm_site": [
+        "cluster=slurm",
+        "cluster.partition=gpu",
+        "cluster.account=rl",
+        "cluster.qos=high",
+        "cluster.nodes=4",
+        "cluster.gpus_per_node=8",
+        "cluster.cpus_per_task=64",
+        "cluster.mem_gb=900",
+        "cluster.timeout_min=240",
+        "cluster.constraint=h100",
+        "cluster.exclusive=true",
+        "cluster.container_image=radixark/miles:latest",
+        "cluster.container_mounts=/data:/data",
+        "+cluster.sbatch_args.reservation=rl_week",
+        "cluster.setup=[source /opt/env.sh]",
+        "cluster.signal_delay_s=300",
+    ],
+}
+
+
+def test_redact_env_hides_secrets_by_name_and_in_urls() -> None:
+    env = {
+        "WANDB_API_KEY": "abc123",
+        "HF_TOKEN": "hf_x",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "DB_PASSWORD": "p",
+        "my_private_key": "k",
+        "PATH": "/usr/bin",
+        "HTTPS_PROXY": "http://user:hunter2@proxy:3128",
+        "SLURM_JOB_ID": "42",
+    }
+    out = rundir.redact_env(env)
+    for name in ("WANDB_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "DB_PASSWORD"):
+        assert out[name] == rundir.REDACTED
+    assert out["my_private_key"] == rundir.REDACTED
+    assert out["PATH"] == "/usr/bin" and out["SLURM_JOB_ID"] == "42"
+    assert out["HTTPS_PROXY"] == f"http://{rundir.REDACTED}@proxy:3128"
+    assert "hunter2" not in json.dumps(out) and "abc123" not in json.dumps(out)
+
+
+def test_run_record_holds_config_env_and_git(tmp_path: Path) -> None:
+    cfg = materialize(compose_config(["cluster=slurm"], output_root=tmp_path))
+    group = rundir.group_dir(tmp_path, "exp", "2026-01-01_00-00-00")
+    run_dir = rundir.job_run_dir(group, "123_4")
+    assert run_dir == tmp_path / "exp" / "2026-01-01_00-00-00" / "123_4"
+    rundir.write_run_record(run_dir, cfg, env={"WANDB_API_KEY": "secret!", "HOME": "/root"})
+    assert "kind: slurm" in (run_dir / "config.yaml").read_text()
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env == {"HOME": "/root", "WANDB_API_KEY": rundir.REDACTED}
+    git = json.loads((run_dir / "git.json").read_text())
+    assert git["repo"] == str(rundir.REPO_ROOT) and "dirty_files" in git
+    assert (run_dir / "git.diff").exists() and (run_dir / "logs").is_dir()
+    rundir.write_result(run_dir, {"step": 3, "path": tmp_path})
+    assert rundir.read_result(run_dir) == {"step": 3, "path": str(tmp_path)}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_sbatch_script_matches_golden(preset: str, tmp_path: Path) -> None:
+    cluster = materialize(compose_config(PRESETS[preset], output_root=tmp_path)).cluster
+    got = sbatch_script(cluster, Path("/RUNS/exp/time/.submitit/%j"), "mh_exp", python="python3")
+    golden = GOLDEN / f"sbatch_{preset}.txt"
+    if REGEN:
+        golden.write_text(got)
+    assert got == golden.read_text(), f"sbatch script changed; regenerate with: {REGEN_CMD}"
+
+
+def test_slurm_parameters_map_every_field() -> None:
+    cluster = ClusterConfig(
+        kind=ClusterKind.slurm, partition="p", gpus_per_node=8, mem_gb=100, container_image="img"
+    )
+    params = slurm_parameters(cluster, "job")
+    assert params["partition"] == "p" and params["gpus_per_node"] == 8 and params["mem"] == "100GB"
+    assert "--container-image=img" in params["srun_args"]
+    assert "--kill-on-bad-exit=1" in params["srun_args"]
+    assert params["additional_parameters"]["requeue"] is True
+    auto = executor_parameters(cluster, "job")
+    assert auto["slurm_partition"] == "p" and auto["mem_gb"] == 100 and auto["timeout_min"] == 60
+    assert auto["tasks_per_node"] == 1 and auto["gpus_per_node"] == 8
+
+
+@pytest.mark.parametrize(
+    ("fields", "key"),
+    [
+        ({"kind": ClusterKind.local, "partition": "gpu"}, "cluster.partition"),
+        ({"kind": ClusterKind.local, "nodes": 2}, "cluster.nodes"),
+        ({"kind": ClusterKind.slurm, "nodes": 2, "start_ray": False}, "cluster.start_ray"),
+        (
+            {"kind": ClusterKind.slurm, "timeout_min": 1, "signal_delay_s": 90},
+            "cluster.signal_delay_s",
+        ),
+        ({"kind": ClusterKind.slurm, "container_mounts": "/a:/a"}, "cluster.container_mounts"),
+        ({"kind": ClusterKind.slurm, "cpus_per_task": 0}, "cluster.cpus_per_task"),
+    ],
+)
+def test_cluster_config_rejects_bad_combinations(fields: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ClusterConfig(**fields)
+    assert info.value.key == key
+
+
+def test_preemption_flag_is_set_by_the_warning_signal() -> None:
+    import signal
+
+    calls = []
+    previous = signal.signal(preemption.WARNING_SIGNAL, lambda signum, frame: calls.append(signum))
+    try:
+        preemption.install()
+        assert not preemption.requested() and preemption.can_requeue()
+        os.kill(os.getpid(), preemption.WARNING_SIGNAL)
+        assert preemption.requested() and calls == []  # flag only; no requeue yet
+        preemption.requeue_and_exit()  # calls the handler that was there before
+        assert calls == [int(preemption.WARNING_SIGNAL)]
+    finally:
+        preemption.uninstall()
+        preemption.clear()
+        signal.signal(preemption.WARNING_SIGNAL, previous)

@@ -1,0 +1,100 @@
+"""miles' own parse_args() (miles-rl 0.0.2 on CPU, oracle venv) on every valid combination.
+
+One subprocess parses all argvs (the ~7-20 s import is paid once). Needs the oracle venv:
+scripts/setup_miles_oracle.sh (about 2.5 minutes, once).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from miles_hydra.miles.check import compare
+from miles_hydra.miles.compile import plan_values
+from miles_hydra.miles.flags import DEFAULT_TABLE
+from miles_hydra.miles.oracle import SETUP_HINT, dump_flags, oracle_python, parse_many
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.oracle,
+    pytest.mark.skipif(oracle_python() is None, reason=f"no miles oracle venv: {SETUP_HINT}"),
+]
+
+
+@pytest.fixture(scope="module")
+def oracle_run(miles_combos):
+    argvs = {name: cmd.argv for name, cmd in miles_combos.commands.items()}
+    base = miles_combos.commands["qwen3_4b__tp8__gspo__mtp_online__fp8"].argv
+    argvs["neg_typo"] = [*base, "--rollout-batchsize", "4"]
+    argvs["neg_invariant"] = [*base, "--global-batch-size", "100"]  # last one wins in argparse
+    argvs["neg_tp_world"] = [*base, "--tensor-model-parallel-size", "16"]
+    return parse_many(argvs)
+
+
+def test_every_valid_combo_parses_and_derived_values_match_the_plan(miles_combos, oracle_run):
+    results = {r.id: r for r in oracle_run.results}
+    failed = {n: results[n].error for n in miles_combos.valid if not results[n].ok}
+    assert failed == {}
+    mismatched = {
+        n: compare(plan_values(run), results[n].derived) for n, run in miles_combos.valid.items()
+    }
+    assert {n: m for n, m in mismatched.items() if m} == {}
+    print(f"\nmiles-rl 0.0.2 parsed {len(miles_combos.valid)}/{len(miles_combos.valid)} combos; "
+          f"derived values agree for all; import {oracle_run.import_seconds:.1f} s, "
+          f"subprocess {oracle_run.wall_seconds:.1f} s")
+
+
+def test_mis_keys_reach_miles_args(miles_combos, oracle_run):
+    results = {r.id: r for r in oracle_run.results}
+    mis = [n for n in miles_combos.valid if "__grpo_mis__" in n]
+    assert mis
+    for name in mis:
+        derived = results[name].derived
+        assert derived["use_tis"] is True and derived["use_rs"] is True
+        assert derived["tis_mode"] == "mask" and derived["tis_upper_bound"] == 2.0
+
+
+def test_miles_rejects_what_it_should(oracle_run):
+    results = {r.id: r for r in oracle_run.results}
+    assert not results["neg_typo"].ok
+    assert "unrecognized arguments: --rollout-batchsize" in results["neg_typo"].error
+    assert not results["neg_invariant"].ok and "global_batch_size" in results["neg_invariant"].error
+    assert not results["neg_tp_world"].ok
+
+
+def test_committed_flag_table_is_the_wheels_parser(tmp_path):
+    out = tmp_path / "flags.json"
+    dump_flags(out)
+
+    def unordered(table: dict) -> dict:  # some choices come from sets (sglang-router's parsers)
+        for action in table["actions"]:
+            if action["choices"]:
+                action["choices"] = sorted(action["choices"], key=str)
+        return table
+
+    assert unordered(json.loads(out.read_text())) == unordered(json.loads(DEFAULT_TABLE.read_text()))
+
+
+def test_launch_mode_check_cli(tmp_path):
+    """`python launch.py backend=miles mode=check ...` parses with miles and prints PASSED."""
+    proc = subprocess.run(
+        [sys.executable, "launch.py", "backend=miles", "mode=check", "model=qwen3_4b",
+         "parallelism=tp2", "precision=bf16", "algorithm=grpo_tis", "data=jsonl",
+         "data.prompt_data=/data/p.jsonl", "data.eval_prompt_data=/data/e.jsonl", "reward=math",
+         f"output_root={tmp_path}", f"hydra.run.dir={tmp_path}/hydra"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "match the plan" in proc.stdout or "check: PASSED" in proc.stdout, proc.stdout
+
+
+def test_check_with_oracle_report(miles_combos):
+    from miles_hydra.miles.check import check_with_oracle
+
+    report = check_with_oracle(miles_combos.valid["qwen3_8b__tp8__ppo__eagle__bf16"])
+    assert report.ok, report.render()
+    assert "miles parser: ok" in report.render() and report.oracle.derived["rollout_num_gpus"] == 16
