@@ -22,8 +22,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -46,8 +46,18 @@ def fixed_decode_forward(lm, cache, ids: torch.Tensor, positions: torch.Tensor) 
     cos, sin = model.rotary_emb(h, positions)
     for i, layer in enumerate(model.layers):
         x = layer.input_layernorm(h)
-        h = h + _attention(layer.self_attn, x, cos, sin, cache.keys[i], cache.values[i], None,
-                           positions, kv_len, mask)
+        h = h + _attention(
+            layer.self_attn,
+            x,
+            cos,
+            sin,
+            cache.keys[i],
+            cache.values[i],
+            None,
+            positions,
+            kv_len,
+            mask,
+        )
         h = h + layer.mlp(layer.post_attention_layernorm(h))
     return lm.lm_head(model.norm(h))
 
@@ -65,11 +75,21 @@ def median_ms(fn: Callable[[], object], reps: int, device: torch.device) -> floa
     return round(statistics.median(times), 3)
 
 
-def probe_batch(policy, batch: int, prompt_len: int, reps: int, compile_: bool,
-                device: torch.device, dtype: torch.dtype) -> dict:
+def probe_batch(
+    policy,
+    batch: int,
+    prompt_len: int,
+    reps: int,
+    compile_: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict:
     from miles_hydra.engine.rollout.kv import StaticKVCache, cached_forward
     from miles_hydra.engine.rollout.sampling import (
-        SamplingParams, sample, sampling_probs, token_log_probs,
+        SamplingParams,
+        sample,
+        sampling_probs,
+        token_log_probs,
     )
 
     lm = policy.lm
@@ -78,24 +98,29 @@ def probe_batch(policy, batch: int, prompt_len: int, reps: int, compile_: bool,
     prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
     pos = torch.arange(prompt_len, device=device).expand(batch, prompt_len)
     with torch.no_grad():
-        cached_forward(lm, cache, prompt, pos, logits_at=torch.full((batch,), prompt_len - 1,
-                                                                   device=device))
+        cached_forward(
+            lm, cache, prompt, pos, logits_at=torch.full((batch,), prompt_len - 1, device=device)
+        )
         ids = torch.randint(0, vocab, (batch, 1), device=device)
         positions = torch.full((batch, 1), prompt_len, device=device)
         row = {"batch": batch}
-        row["eager_fwd_ms"] = median_ms(lambda: cached_forward(lm, cache, ids, positions),
-                                        reps, device)
-        row["fixed_fwd_ms"] = median_ms(lambda: fixed_decode_forward(lm, cache, ids, positions),
-                                        reps, device)
-        row["graph_fwd_ms"] = _graph_ms(lambda: fixed_decode_forward(lm, cache, ids, positions),
-                                        reps, device)
+        row["eager_fwd_ms"] = median_ms(
+            lambda: cached_forward(lm, cache, ids, positions), reps, device
+        )
+        row["fixed_fwd_ms"] = median_ms(
+            lambda: fixed_decode_forward(lm, cache, ids, positions), reps, device
+        )
+        row["graph_fwd_ms"] = _graph_ms(
+            lambda: fixed_decode_forward(lm, cache, ids, positions), reps, device
+        )
         if compile_:
             compiled = torch.compile(fixed_decode_forward)
             start = time.perf_counter()
             compiled(lm, cache, ids, positions)
             row["compile_s"] = round(time.perf_counter() - start, 1)
-            row["compile_graph_fwd_ms"] = _graph_ms(lambda: compiled(lm, cache, ids, positions),
-                                                    reps, device)
+            row["compile_graph_fwd_ms"] = _graph_ms(
+                lambda: compiled(lm, cache, ids, positions), reps, device
+            )
         logits = torch.randn(batch, vocab, device=device, dtype=dtype)
         params = SamplingParams(temperature=1.0)
         gen = torch.Generator(device).manual_seed(0)
@@ -105,8 +130,6 @@ def probe_batch(policy, batch: int, prompt_len: int, reps: int, compile_: bool,
             token_log_probs(logits, token, params)
 
         row["sample_ms"] = median_ms(sampling, reps, device)
-    del cache
-    torch.cuda.empty_cache()
     return row
 
 
@@ -129,8 +152,11 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-sizes", default="1,64,256")
     p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--compile-batch-sizes", default="256",
-                   help="batch sizes that also time torch.compile + CUDA graph ('' = none)")
+    p.add_argument(
+        "--compile-batch-sizes",
+        default="256",
+        help="batch sizes that also time torch.compile + CUDA graph ('' = none)",
+    )
     p.add_argument("--jsonl", default="")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -143,10 +169,10 @@ def main() -> None:
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         try:
             compile_ = str(batch) in args.compile_batch_sizes.split(",")
-            row = probe_batch(policy, batch, preset.prompt_len, args.reps, compile_, device,
-                              dtype)
+            row = probe_batch(policy, batch, preset.prompt_len, args.reps, compile_, device, dtype)
         except Exception as err:  # report and go on to the next size
             row = {"batch": batch, "error": f"{type(err).__name__}: {str(err)[:300]}"}
+        torch.cuda.empty_cache()  # the probe's KV cache of this size is garbage now
         print(json.dumps(row), flush=True)
         if args.jsonl:
             with open(args.jsonl, "a") as fh:

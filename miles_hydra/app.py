@@ -41,6 +41,9 @@ def _run(run: RunConfig) -> float | None:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if os.environ.get(IN_JOB_ENV) and run_dir is not None:
-        # A sweep variant, already placed by the launcher (in a Slurm array task or locally).
-        return objective(run, run_tracked(run, run_dir))
+        # A sweep variant, already placed by the launcher (a Slurm array task, or here).
+        from miles_hydra.cluster.job_body import run_in_allocation
+
+        result = run_in_allocation(run, run_dir, run_tracked, append_job_id=False)
+        return None if result is None else objective(run, result)
     return submit(run, run_dir)

@@ -35,8 +35,10 @@ def main() -> int:
         return 1
     dump_flags(args.out, python)
     table = json.loads(args.out.read_text())
-    print(f"wrote {len(table['actions'])} actions of miles {table['meta']['miles_rl_version']} "
-          f"to {args.out}")
+    print(
+        f"wrote {len(table['actions'])} actions of miles {table['meta']['miles_rl_version']} "
+        f"to {args.out}"
+    )
     return 0
 
 

@@ -32,8 +32,10 @@ def main() -> int:
     stale = [p for p in GOLDEN_DIR.glob("*.txt") if p.name not in wanted]
     for path in stale:
         path.unlink()
-    print(f"wrote {len(wanted)} golden files to {GOLDEN_DIR} ({len(refused)} combos refused by "
-          f"validation, {len(stale)} stale files removed)")
+    print(
+        f"wrote {len(wanted)} golden files to {GOLDEN_DIR} ({len(refused)} combos refused by "
+        f"validation, {len(stale)} stale files removed)"
+    )
     return 0
 
 

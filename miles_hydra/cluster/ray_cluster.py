@@ -285,6 +285,8 @@ def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> RayNodePr
             log_dir / f"ray_node_{rank}.log",
             temp_dir,
         )
+        # who runs this node's Ray, for operators (and tests) to find it by id, not by name
+        (spec.rendezvous_dir / f"ray_pid_{spec.attempt_id}_{rank}").write_text(str(node.proc.pid))
         settle = min(deadline, time.monotonic() + 10.0)  # a failed `ray start` exits quickly
         while node.alive() and time.monotonic() < settle:
             time.sleep(POLL_S)

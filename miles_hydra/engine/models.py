@@ -192,18 +192,13 @@ def _load_gguf(file: Path) -> PreTrainedModel:
     from transformers import AutoConfig
     from transformers.initialization import no_init_weights
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-    from transformers.utils import logging as hf_logging
 
     config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name)
     with no_init_weights():
         lm = AutoModelForCausalLM.from_config(
             config, dtype=torch.float32, attn_implementation="sdpa"
         )
-    hf_logging.disable_progress_bar()
-    try:
-        tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=lm)["tensors"]
-    finally:
-        hf_logging.enable_progress_bar()
+    tensors = load_gguf_checkpoint(str(file), return_tensors=True, model_to_load=lm)["tensors"]
     missing, unexpected = lm.load_state_dict(tensors, strict=False)
     if config.tie_word_embeddings:
         lm.lm_head.weight = lm.model.embed_tokens.weight

@@ -37,8 +37,10 @@ class CheckReport:
 
     def render(self) -> str:
         lines = [f"miles command: python3 {shlex.join([self.command.entry, *self.command.argv])}"]
-        lines.append(f"flag table ({self.table.name}): "
-                     + ("ok" if not self.flag_problems else f"{len(self.flag_problems)} problem(s)"))
+        lines.append(
+            f"flag table ({self.table.name}): "
+            + ("ok" if not self.flag_problems else f"{len(self.flag_problems)} problem(s)")
+        )
         lines += [f"  {p}" for p in self.flag_problems]
         if self.oracle is None:
             lines.append(f"miles parser: skipped (no Python with miles; {SETUP_HINT})")

@@ -8,6 +8,7 @@ stay in ``refused`` with the reason; the rest are ``valid``. Composition is real
 
 from __future__ import annotations
 
+import base64
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,33 @@ GOLDEN_DIR = REPO_ROOT / "tests" / "miles" / "golden"
 REGEN_COMMAND = "python scripts/regen_miles_golden.py"
 
 MODELS = (
-    "qwen3_0.6b", "qwen3_4b", "qwen3_8b", "llama3.1_8b", "mimo_7b",
-    "qwen3_30b_a3b", "qwen3_235b_a22b", "deepseek_v3", "glm4.5",
+    "qwen3_0.6b",
+    "qwen3_4b",
+    "qwen3_8b",
+    "llama3.1_8b",
+    "mimo_7b",
+    "qwen3_30b_a3b",
+    "qwen3_235b_a22b",
+    "deepseek_v3",
+    "glm4.5",
 )
-PARALLELISMS = ("single", "tp2", "tp8", "tp8_pp2", "tp4_ep8", "tp4_ep8_2node", "disagg_tp4_pp4_ep8_8node")
+PARALLELISMS = (
+    "single",
+    "tp2",
+    "tp8",
+    "tp8_pp2",
+    "tp4_ep8",
+    "tp4_ep8_2node",
+    "disagg_tp4_pp4_ep8_8node",
+)
 ALGORITHMS = (
-    "grpo", "grpo_tis", "grpo_mis", "gspo", "ppo", "reinforce_pp", "reinforce_pp_baseline",
+    "grpo",
+    "grpo_tis",
+    "grpo_mis",
+    "gspo",
+    "ppo",
+    "reinforce_pp",
+    "reinforce_pp_baseline",
     "grpo+icepop",
 )
 SPECULATIVE = ("none", "mtp_online", "eagle", "mtp")
@@ -63,8 +85,12 @@ def all_combos() -> list[Combo]:
             algo = ALGORITHMS[(i + j) % len(ALGORITHMS)]
             spec = SPECULATIVE[(i + 2 * j) % len(SPECULATIVE)]
             prec = PRECISIONS[(2 * i + j) % len(PRECISIONS)]
-            overrides = [f"model={model}", f"parallelism={par}", f"speculative={spec}",
-                         f"precision={prec}"]
+            overrides = [
+                f"model={model}",
+                f"parallelism={par}",
+                f"speculative={spec}",
+                f"precision={prec}",
+            ]
             if algo == "grpo+icepop":
                 overrides += ["algorithm=grpo", "algorithm/correction=icepop"]
             else:
@@ -147,4 +173,9 @@ def golden_text(combo: Combo, entry: str, argv: list[str], env: dict[str, str]) 
         current.append(token)
     if current:
         lines.append("  " + shlex.join(current))
+    for flag, value in zip(argv, argv[1:]):  # inline files, readable for review
+        if value.startswith("base64:"):
+            lines.append(f"# {flag} decodes to:")
+            decoded = base64.b64decode(value.removeprefix("base64:")).decode()
+            lines += [f"#   {line}" for line in decoded.splitlines()]
     return "\n".join(lines) + "\n"

@@ -74,7 +74,9 @@ def job_env(cfg: RunConfig) -> dict[str, str]:
     for key in SECRET_ENV_KEYS:
         if key in env:
             raise ConfigError(
-                f"backend.env.{key}", "<redacted>", "must not be in the config",
+                f"backend.env.{key}",
+                "<redacted>",
+                "must not be in the config",
                 f"export {key} in your environment; the job inherits it",
             )
     return {k: str(v) for k, v in env.items()}
@@ -89,18 +91,22 @@ def validate_for_miles(cfg: RunConfig) -> None:
     """Rules only backend=miles has (run before anything is submitted)."""
     if cfg.data.source is DataSource.synthetic:
         raise ConfigError(
-            "data", cfg.data.name,
+            "data",
+            cfg.data.name,
             "is a synthetic task of the local engine; miles reads prompt files",
             "use data=jsonl data.prompt_data=<file.jsonl> with backend=miles",
         )
     if cfg.reward.rm_type not in (*MILES_RM_TYPES, "custom"):
         raise ConfigError(
-            "reward.rm_type", cfg.reward.rm_type, "has no miles equivalent",
+            "reward.rm_type",
+            cfg.reward.rm_type,
+            "has no miles equivalent",
             f"use one of {', '.join(MILES_RM_TYPES)} or reward=custom",
         )
     if cfg.rollout.eval_interval is not None and not cfg.data.eval_prompt_data:
         raise ConfigError(
-            "rollout.eval_interval", cfg.rollout.eval_interval,
+            "rollout.eval_interval",
+            cfg.rollout.eval_interval,
             "needs data.eval_prompt_data with backend=miles (miles evaluates prompt files)",
             "set data.eval_prompt_data=<file.jsonl> or rollout.eval_interval=null",
         )
@@ -111,7 +117,8 @@ def validate_for_miles(cfg: RunConfig) -> None:
         and a.correction.kind is CorrectionKind.none
     ):
         raise ConfigError(
-            "rollout.async_training", True,
+            "rollout.async_training",
+            True,
             "trains one step off-policy; miles train_async.py needs an off-policy correction",
             "set algorithm.correction=tis (or algorithm.use_rollout_logprobs=true)",
         )

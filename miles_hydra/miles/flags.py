@@ -18,8 +18,13 @@ from typing import Any, Optional
 DEFAULT_TABLE = Path(__file__).with_name("miles_flags_0.0.2.json")
 # argparse actions that consume no value.
 ZERO_ARG_ACTIONS = {
-    "_StoreTrueAction", "_StoreFalseAction", "_StoreConstAction", "_CountAction",
-    "BooleanOptionalAction", "DeprecatedStoreTrueAction", "_HelpAction",
+    "_StoreTrueAction",
+    "_StoreFalseAction",
+    "_StoreConstAction",
+    "_CountAction",
+    "BooleanOptionalAction",
+    "DeprecatedStoreTrueAction",
+    "_HelpAction",
 }
 
 
@@ -57,9 +62,12 @@ def load_table(path: Path = DEFAULT_TABLE) -> dict[str, FlagSpec]:
         elif choices is not None and a["type"] == "enum_type_handler":  # ["AttnBackend.flash"]
             choices = [str(c).rsplit(".", 1)[-1] for c in choices]
         spec = FlagSpec(
-            flags=tuple(a["flags"]), dest=a["dest"], type=a["type"],
+            flags=tuple(a["flags"]),
+            dest=a["dest"],
+            type=a["type"],
             choices=None if choices is None else tuple(choices),
-            nargs=a["nargs"], action=a["action"],
+            nargs=a["nargs"],
+            action=a["action"],
         )
         for flag in spec.flags:
             table[flag] = spec

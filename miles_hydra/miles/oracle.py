@@ -73,7 +73,11 @@ def parse_many(
         start = time.monotonic()
         proc = subprocess.run(
             [python, str(CHILD_SCRIPT), "parse", str(jobs_path), str(results_path)],
-            capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            cwd=tmp,
         )
         wall = time.monotonic() - start
         log = proc.stdout + proc.stderr
@@ -101,7 +105,10 @@ def dump_flags(out_path: Path, python: Optional[str] = None) -> None:
     python = python or oracle_python() or sys.executable
     proc = subprocess.run(
         [python, str(CHILD_SCRIPT), "dump", str(out_path)],
-        capture_output=True, text=True, env=_child_env(), timeout=600,
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        timeout=600,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"flag dump failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -33,21 +33,67 @@ from typing import Any
 
 # Values miles/Megatron derive that our plan predicts, plus the switches we set.
 DERIVED_KEYS = (
-    "world_size", "data_parallel_size", "global_batch_size", "micro_batch_size",
-    "num_steps_per_rollout", "rollout_batch_size", "n_samples_per_prompt", "num_rollout",
-    "rollout_num_gpus", "rollout_num_gpus_per_engine", "sglang_tp_size", "colocate",
-    "offload_train", "offload_rollout", "tensor_model_parallel_size",
-    "pipeline_model_parallel_size", "context_parallel_size", "expert_model_parallel_size",
-    "expert_tensor_parallel_size", "sequence_parallel", "eps_clip", "eps_clip_high",
-    "advantage_estimator", "use_critic", "use_kl_loss", "kl_loss_coef", "kl_coef",
-    "use_tis", "tis_clip", "tis_clip_low", "custom_tis_function_path", "use_rollout_logprobs",
-    "use_routing_replay", "use_rollout_routing_replay", "mtp_num_layers", "enable_mtp_training",
-    "mtp_loss_scaling_factor", "sglang_speculative_algorithm", "sglang_speculative_num_steps",
-    "sglang_speculative_eagle_topk", "sglang_speculative_num_draft_tokens", "bf16", "fp16",
-    "fp8", "fp8_recipe", "transformer_impl", "use_distributed_optimizer", "seq_length",
-    "padded_vocab_size", "load", "ref_load", "save", "save_interval", "lr", "optimizer",
-    "use_dynamic_batch_size", "max_tokens_per_gpu", "calculate_per_token_loss", "use_wandb",
-    "wandb_mode", "eval_interval",
+    "world_size",
+    "data_parallel_size",
+    "global_batch_size",
+    "micro_batch_size",
+    "num_steps_per_rollout",
+    "rollout_batch_size",
+    "n_samples_per_prompt",
+    "num_rollout",
+    "rollout_num_gpus",
+    "rollout_num_gpus_per_engine",
+    "sglang_tp_size",
+    "colocate",
+    "offload_train",
+    "offload_rollout",
+    "tensor_model_parallel_size",
+    "pipeline_model_parallel_size",
+    "context_parallel_size",
+    "expert_model_parallel_size",
+    "expert_tensor_parallel_size",
+    "sequence_parallel",
+    "eps_clip",
+    "eps_clip_high",
+    "advantage_estimator",
+    "use_critic",
+    "use_kl_loss",
+    "kl_loss_coef",
+    "kl_coef",
+    "use_tis",
+    "tis_clip",
+    "tis_clip_low",
+    "custom_tis_function_path",
+    "use_rollout_logprobs",
+    "use_routing_replay",
+    "use_rollout_routing_replay",
+    "mtp_num_layers",
+    "enable_mtp_training",
+    "mtp_loss_scaling_factor",
+    "sglang_speculative_algorithm",
+    "sglang_speculative_num_steps",
+    "sglang_speculative_eagle_topk",
+    "sglang_speculative_num_draft_tokens",
+    "bf16",
+    "fp16",
+    "fp8",
+    "fp8_recipe",
+    "transformer_impl",
+    "use_distributed_optimizer",
+    "seq_length",
+    "padded_vocab_size",
+    "load",
+    "ref_load",
+    "save",
+    "save_interval",
+    "lr",
+    "optimizer",
+    "use_dynamic_batch_size",
+    "max_tokens_per_gpu",
+    "calculate_per_token_loss",
+    "use_wandb",
+    "wandb_mode",
+    "eval_interval",
 )
 PATH_FLAGS = ("--hf-checkpoint", "--ref-load", "--load", "--prompt-data", "--custom-config-path")
 
@@ -90,7 +136,6 @@ def _install_torchvision_stub() -> None:
 
 def _patch_device_arch() -> None:
     import megatron.training.arguments as megatron_arguments
-
     import torch
 
     arch = int(os.environ.get("ORACLE_GPU_ARCH", "9"))
@@ -161,7 +206,7 @@ def materialize(argv: list[str], root: str) -> tuple[list[str], dict[str, str]]:
             swap(i + 1, target + ".jsonl")
         elif token == "--custom-config-path" and argv[i + 1].startswith("base64:"):
             with open(target + ".yaml", "wb") as f:
-                f.write(base64.b64decode(argv[i + 1][len("base64:"):], validate=True))
+                f.write(base64.b64decode(argv[i + 1][len("base64:") :], validate=True))
             swap(i + 1, target + ".yaml")
         elif token == "--eval-prompt-data":
             k = i + 1  # name path [name path ...]
@@ -174,7 +219,10 @@ def materialize(argv: list[str], root: str) -> tuple[list[str], dict[str, str]]:
 
 
 def _write_prompts(argv: list[str], path: str) -> None:
-    record = {_flag_value(argv, "--input-key", "input"): "1+1=", _flag_value(argv, "--label-key", "label"): "2"}
+    record = {
+        _flag_value(argv, "--input-key", "input"): "1+1=",
+        _flag_value(argv, "--label-key", "label"): "2",
+    }
     with open(path, "w") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -209,13 +257,15 @@ def _derived(args: argparse.Namespace, back: dict[str, str], argv: list[str]) ->
     if custom and custom.startswith("base64:"):
         import yaml
 
-        keys += list(yaml.safe_load(base64.b64decode(custom[len("base64:"):])) or {})
+        keys += list(yaml.safe_load(base64.b64decode(custom[len("base64:") :])) or {})
     derived = {}
     for key in keys:
         value = getattr(args, key, None)
         if isinstance(value, str) and value in back:
             value = back[value]
-        derived[key] = value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+        derived[key] = (
+            value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+        )
     return derived
 
 

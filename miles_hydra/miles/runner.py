@@ -52,15 +52,26 @@ class MilesJob:
     log_path: Path  # where the driver's output is streamed
     ray_cli: str = "ray"  # the `ray` executable (the one in the miles image by default)
     submission_id: str = field(default_factory=lambda: f"miles-hydra-{uuid.uuid4().hex[:12]}")
-    _stop_requested: bool = field(default=False, init=False)
+    stop_requested: bool = field(default=False, init=False)  # stop() was called
 
     def submit_argv(self, cmd: MilesCommand) -> list[str]:
         """The exact `ray job submit` command line (no secrets in it)."""
         runtime_env = json.dumps({"env_vars": cmd.env}, sort_keys=True)
         return [
-            self.ray_cli, "job", "submit", "--no-wait", "--address", self.address,
-            "--submission-id", self.submission_id, "--runtime-env-json", runtime_env,
-            "--", "python3", cmd.entry, *cmd.argv,
+            self.ray_cli,
+            "job",
+            "submit",
+            "--no-wait",
+            "--address",
+            self.address,
+            "--submission-id",
+            self.submission_id,
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "python3",
+            cmd.entry,
+            *cmd.argv,
         ]
 
     def submit(self, cmd: MilesCommand) -> None:
@@ -79,9 +90,18 @@ class MilesJob:
         """Stream the job's logs into log_path until it ends; return its exit status."""
         with open(self.log_path, "ab") as sink:
             follower = subprocess.Popen(
-                [self.ray_cli, "job", "logs", "--follow", "--address", self.address,
-                 self.submission_id],
-                stdout=sink, stderr=subprocess.STDOUT, env=_ray_env(),
+                [
+                    self.ray_cli,
+                    "job",
+                    "logs",
+                    "--follow",
+                    "--address",
+                    self.address,
+                    self.submission_id,
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=_ray_env(),
             )
             follower.wait()
         return self.exit_status()
@@ -96,21 +116,16 @@ class MilesJob:
         deadline = time.monotonic() + timeout_s
         while True:
             text = self.status()
-            final = re.search(rf"Job '{re.escape(self.submission_id)}' (succeeded|failed|was stopped)", text)
-            if final and final.group(1) == "succeeded":
-                return 0
-            if final and final.group(1) == "was stopped":
-                return 143
-            if final:
-                match = _EXIT_CODE.search(text)
-                return int(match.group(1)) if match else 1
+            code = final_exit_status(text, self.submission_id)
+            if code is not None:
+                return code
             if time.monotonic() > deadline:
                 raise ClusterError(f"miles job {self.submission_id} did not finish: {text[-1000:]}")
             time.sleep(1.0)
 
     def stop(self) -> None:
         """`ray job stop` for this submission (the driver and its Ray actors go with it)."""
-        self._stop_requested = True
+        self.stop_requested = True
         log.warning("stopping miles job %s", self.submission_id)
         self._ray(["job", "stop", "--address", self.address, self.submission_id], 120)
 
@@ -118,6 +133,22 @@ class MilesJob:
         return subprocess.run(
             [self.ray_cli, *args], capture_output=True, text=True, timeout=timeout_s, env=_ray_env()
         )
+
+
+def final_exit_status(status_text: str, submission_id: str) -> Optional[int]:
+    """From `ray job status` output: 0 succeeded, the entry's exit code if failed, 143 stopped,
+    None while the job is still pending/running."""
+    final = re.search(
+        rf"Job '{re.escape(submission_id)}' (succeeded|failed|was stopped)", status_text
+    )
+    if final is None:
+        return None
+    if final.group(1) == "succeeded":
+        return 0
+    if final.group(1) == "was stopped":
+        return 143
+    match = _EXIT_CODE.search(status_text)
+    return int(match.group(1)) if match else 1
 
 
 def _ray_env() -> dict[str, str]:
@@ -157,6 +188,6 @@ def run_miles(cfg: RunConfig, run_dir: Path, ray_cli: str = "ray") -> dict[str, 
     job, code = run_command(cmd, run_dir, job_address(cfg), ray_cli)
     result = {"exit_code": code, "submission_id": job.submission_id, "log": str(job.log_path)}
     if code != 0:
-        why = "was stopped" if job._stop_requested or code == 143 else f"exited with {code}"
+        why = "was stopped" if job.stop_requested or code == 143 else f"exited with {code}"
         raise TrainingError(f"miles job {job.submission_id} {why}; driver log: {job.log_path}")
     return result

@@ -43,7 +43,12 @@ def checkpoint_args(cfg: RunConfig, run_dir: str) -> Argv:
     """Weights in (HF for SGLang, torch_dist ref for Megatron), checkpoints out."""
     ck, m = cfg.checkpoint, cfg.model
     save = ck.save or f"{run_dir}/checkpoints"
-    args = ["--hf-checkpoint", str(m.hf_checkpoint), "--ref-load", str(ck.ref_load or m.torch_dist_checkpoint)]
+    args = [
+        "--hf-checkpoint",
+        str(m.hf_checkpoint),
+        "--ref-load",
+        str(ck.ref_load or m.torch_dist_checkpoint),
+    ]
     if ck.resume:  # a dir without latest_checkpointed_iteration.txt makes miles load --ref-load
         args += ["--load", ck.load or save]
     args += ["--save", save, *_opt("--save-interval", ck.save_interval)]
@@ -54,9 +59,12 @@ def data_args(cfg: RunConfig) -> Argv:
     """Prompts and reward."""
     d, rw = cfg.data, cfg.reward
     args = [
-        "--prompt-data", str(d.prompt_data),
-        "--input-key", d.input_key,
-        "--label-key", d.label_key,
+        "--prompt-data",
+        str(d.prompt_data),
+        "--input-key",
+        d.input_key,
+        "--label-key",
+        d.label_key,
         *_switch("--apply-chat-template", d.apply_chat_template),
         *_switch("--rollout-shuffle", d.rollout_shuffle),
     ]
@@ -71,16 +79,26 @@ def rollout_args(cfg: RunConfig) -> Argv:
     """The batch invariant (miles re-checks it) and sampling."""
     r = cfg.rollout
     return [
-        "--num-rollout", num(r.num_rollout),
-        "--rollout-batch-size", num(r.rollout_batch_size),
-        "--n-samples-per-prompt", num(r.n_samples_per_prompt),
-        "--num-steps-per-rollout", num(r.num_steps_per_rollout),
-        "--global-batch-size", num(r.effective_global_batch_size),
-        "--rollout-max-prompt-len", num(r.rollout_max_prompt_len),
-        "--rollout-max-response-len", num(r.rollout_max_response_len),
-        "--rollout-temperature", num(r.rollout_temperature),
-        "--rollout-top-p", num(r.rollout_top_p),
-        "--rollout-top-k", num(r.rollout_top_k),
+        "--num-rollout",
+        num(r.num_rollout),
+        "--rollout-batch-size",
+        num(r.rollout_batch_size),
+        "--n-samples-per-prompt",
+        num(r.n_samples_per_prompt),
+        "--num-steps-per-rollout",
+        num(r.num_steps_per_rollout),
+        "--global-batch-size",
+        num(r.effective_global_batch_size),
+        "--rollout-max-prompt-len",
+        num(r.rollout_max_prompt_len),
+        "--rollout-max-response-len",
+        num(r.rollout_max_response_len),
+        "--rollout-temperature",
+        num(r.rollout_temperature),
+        "--rollout-top-p",
+        num(r.rollout_top_p),
+        "--rollout-top-k",
+        num(r.rollout_top_k),
     ]
 
 
@@ -90,11 +108,17 @@ def eval_args(cfg: RunConfig) -> Argv:
     if r.eval_interval is None:
         return []
     return [
-        "--eval-interval", num(r.eval_interval),
-        "--eval-prompt-data", "eval", str(d.eval_prompt_data),
-        "--n-samples-per-eval-prompt", num(r.n_samples_per_eval_prompt),
-        "--eval-temperature", num(r.eval_temperature),
-        "--eval-max-response-len", num(r.rollout_max_response_len),
+        "--eval-interval",
+        num(r.eval_interval),
+        "--eval-prompt-data",
+        "eval",
+        str(d.eval_prompt_data),
+        "--n-samples-per-eval-prompt",
+        num(r.n_samples_per_eval_prompt),
+        "--eval-temperature",
+        num(r.eval_temperature),
+        "--eval-max-response-len",
+        num(r.rollout_max_response_len),
     ]
 
 
@@ -109,7 +133,14 @@ def algorithm_args(cfg: RunConfig) -> Argv:
     args += ["--eps-clip", num(a.eps_clip), *_opt("--eps-clip-high", a.eps_clip_high)]
     args += _opt("--eps-clip-c", a.eps_clip_c)
     if est is AdvantageEstimator.ppo:
-        args += ["--value-clip", num(a.value_clip), "--gamma", num(a.gamma), "--lambd", num(a.lambd)]
+        args += [
+            "--value-clip",
+            num(a.value_clip),
+            "--gamma",
+            num(a.gamma),
+            "--lambd",
+            num(a.lambd),
+        ]
     elif est is AdvantageEstimator.reinforce_plus_plus:
         args += ["--gamma", num(a.gamma)]
     if a.use_kl_loss:
@@ -134,12 +165,20 @@ def correction_args(cfg: RunConfig) -> Argv:
         return ["--use-tis", "--tis-clip", num(c.upper), "--tis-clip-low", num(c.lower_bound)]
     if c.kind is CorrectionKind.icepop:
         return [
-            "--use-tis", "--custom-tis-function-path", ICEPOP_FUNCTION,
-            "--tis-clip", num(c.upper), "--tis-clip-low", num(c.lower_bound),
+            "--use-tis",
+            "--custom-tis-function-path",
+            ICEPOP_FUNCTION,
+            "--tis-clip",
+            num(c.upper),
+            "--tis-clip-low",
+            num(c.lower_bound),
         ]
     return [
-        "--use-tis", "--custom-tis-function-path", MIS_FUNCTION,
-        "--custom-config-path", "base64:" + base64.b64encode(mis_yaml(cfg).encode()).decode(),
+        "--use-tis",
+        "--custom-tis-function-path",
+        MIS_FUNCTION,
+        "--custom-config-path",
+        "base64:" + base64.b64encode(mis_yaml(cfg).encode()).decode(),
     ]
 
 
@@ -168,17 +207,28 @@ def mis_yaml(cfg: RunConfig) -> str:
 def optimizer_args(cfg: RunConfig) -> Argv:
     a = cfg.algorithm
     return [
-        "--optimizer", a.optimizer.value,
-        "--lr", num(a.lr),
-        "--min-lr", num(a.min_lr),
-        "--lr-decay-style", a.lr_decay_style,
-        "--lr-warmup-iters", num(a.lr_warmup_iters),
-        "--weight-decay", num(a.weight_decay),
-        "--adam-beta1", num(a.adam_beta1),
-        "--adam-beta2", num(a.adam_beta2),
-        "--adam-eps", num(a.adam_eps),
-        "--clip-grad", num(a.clip_grad),
-        "--seed", num(cfg.seed),
+        "--optimizer",
+        a.optimizer.value,
+        "--lr",
+        num(a.lr),
+        "--min-lr",
+        num(a.min_lr),
+        "--lr-decay-style",
+        a.lr_decay_style,
+        "--lr-warmup-iters",
+        num(a.lr_warmup_iters),
+        "--weight-decay",
+        num(a.weight_decay),
+        "--adam-beta1",
+        num(a.adam_beta1),
+        "--adam-beta2",
+        num(a.adam_beta2),
+        "--adam-eps",
+        num(a.adam_eps),
+        "--clip-grad",
+        num(a.clip_grad),
+        "--seed",
+        num(cfg.seed),
     ]
 
 
@@ -186,15 +236,22 @@ def parallelism_args(cfg: RunConfig) -> Argv:
     """Megatron layout, Ray placement (actor GPUs, rollout GPUs, colocation) and micro-batches."""
     p = cfg.parallelism
     args = [
-        "--tensor-model-parallel-size", num(p.tensor_model_parallel_size),
+        "--tensor-model-parallel-size",
+        num(p.tensor_model_parallel_size),
         *_switch("--sequence-parallel", p.sequence_parallel),
-        "--pipeline-model-parallel-size", num(p.pipeline_model_parallel_size),
-        "--context-parallel-size", num(p.context_parallel_size),
-        "--expert-model-parallel-size", num(p.expert_model_parallel_size),
+        "--pipeline-model-parallel-size",
+        num(p.pipeline_model_parallel_size),
+        "--context-parallel-size",
+        num(p.context_parallel_size),
+        "--expert-model-parallel-size",
+        num(p.expert_model_parallel_size),
         *_opt("--expert-tensor-parallel-size", p.expert_tensor_parallel_size),
-        "--actor-num-nodes", num(p.actor_num_nodes),
-        "--actor-num-gpus-per-node", num(p.actor_num_gpus_per_node),
-        "--num-gpus-per-node", num(cfg.cluster.gpus_per_node or p.actor_num_gpus_per_node),
+        "--actor-num-nodes",
+        num(p.actor_num_nodes),
+        "--actor-num-gpus-per-node",
+        num(p.actor_num_gpus_per_node),
+        "--num-gpus-per-node",
+        num(cfg.cluster.gpus_per_node or p.actor_num_gpus_per_node),
     ]
     args += ["--colocate"] if p.colocate else ["--rollout-num-gpus", num(p.total_rollout_gpus)]
     args += ["--rollout-num-gpus-per-engine", num(p.rollout_num_gpus_per_engine)]
@@ -207,8 +264,16 @@ def parallelism_args(cfg: RunConfig) -> Argv:
 
 def recipe_args(cfg: RunConfig) -> Argv:
     """Settings every miles recipe pairs with the model args (section 5 of the reference)."""
-    args = ["--attention-dropout", "0.0", "--hidden-dropout", "0.0", "--accumulate-allreduce-grads-in-fp32"]
-    if not cfg.model.multi_latent_attention:  # MLA model args carry softmax-in-fp32; no flash for MLA
+    args = [
+        "--attention-dropout",
+        "0.0",
+        "--hidden-dropout",
+        "0.0",
+        "--accumulate-allreduce-grads-in-fp32",
+    ]
+    if (
+        not cfg.model.multi_latent_attention
+    ):  # MLA model args carry softmax-in-fp32; no flash for MLA
         args += ["--attention-softmax-in-fp32", "--attention-backend", "flash"]
     return args
 
@@ -219,9 +284,12 @@ def precision_args(cfg: RunConfig) -> Argv:
     args = ["--bf16"]
     if pr.mode is PrecisionMode.fp8:
         args += [
-            "--transformer-impl", "transformer_engine",
-            "--fp8-format", pr.fp8_format,
-            "--fp8-recipe", pr.fp8_recipe,
+            "--transformer-impl",
+            "transformer_engine",
+            "--fp8-format",
+            pr.fp8_format,
+            "--fp8-recipe",
+            pr.fp8_recipe,
         ]
     return args
 
@@ -232,18 +300,24 @@ def speculative_args(cfg: RunConfig) -> Argv:
     if not s.enabled:
         return []
     args = [
-        "--sglang-speculative-algorithm", s.algorithm,
-        "--sglang-speculative-num-steps", num(s.num_steps),
-        "--sglang-speculative-eagle-topk", num(s.eagle_topk),
-        "--sglang-speculative-num-draft-tokens", num(s.draft_tokens),
+        "--sglang-speculative-algorithm",
+        s.algorithm,
+        "--sglang-speculative-num-steps",
+        num(s.num_steps),
+        "--sglang-speculative-eagle-topk",
+        num(s.eagle_topk),
+        "--sglang-speculative-num-draft-tokens",
+        num(s.draft_tokens),
     ]
     if s.mode is SpecMode.eagle:
         args += ["--sglang-speculative-draft-model-path", str(s.draft_model_path)]
     if s.mode is SpecMode.mtp_online:
         args += [
-            "--mtp-num-layers", num(s.mtp_num_layers),
+            "--mtp-num-layers",
+            num(s.mtp_num_layers),
             "--enable-mtp-training",
-            "--mtp-loss-scaling-factor", num(s.mtp_loss_scaling_factor),
+            "--mtp-loss-scaling-factor",
+            num(s.mtp_loss_scaling_factor),
         ]
     return args
 
@@ -272,8 +346,11 @@ def logging_args(cfg: RunConfig) -> Argv:
         return []
     return [
         "--use-wandb",
-        "--wandb-project", str(lg.wandb_project),
-        "--wandb-group", lg.wandb_group or cfg.experiment_name,
+        "--wandb-project",
+        str(lg.wandb_project),
+        "--wandb-group",
+        lg.wandb_group or cfg.experiment_name,
         *_opt("--wandb-team", lg.wandb_entity),
-        "--wandb-mode", lg.wandb_mode,
+        "--wandb-mode",
+        lg.wandb_mode,
     ]

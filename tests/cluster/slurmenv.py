@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -41,7 +44,22 @@ def sacct_state(job_id: str) -> str:
 
 
 def no_ray_dirs_left(job_id: str) -> bool:
+    """The job's Ray nodes removed their temp dirs (a clean stop)."""
     return not glob.glob(f"/tmp/mh_ray_{job_id}_*")
+
+
+def ray_processes_left(job_id: str) -> list[str]:
+    """Command lines of live processes that belong to the job's Ray nodes (read, never killed)."""
+    marker = f"/tmp/mh_ray_{job_id}_".encode()
+    found = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            data = open(cmdline, "rb").read()
+        except OSError:
+            continue
+        if marker in data:
+            found.append(data.replace(b"\0", b" ").decode(errors="replace")[:200])
+    return found
 
 
 def wait_for_state(job_id: str, state: str, timeout_s: float) -> bool:
@@ -52,3 +70,14 @@ def wait_for_state(job_id: str, state: str, timeout_s: float) -> bool:
             return False
         time.sleep(0.5)
     return True
+
+
+@contextlib.contextmanager
+def cancelled_on_failure(job: Any) -> Iterator[Any]:
+    """Never leave this test's job running on the shared node when the test fails."""
+    try:
+        yield job
+    except BaseException:
+        if not job.done():
+            job.cancel(check=False)
+        raise

@@ -37,6 +37,8 @@ class StepJob:
                 return x * x
 
             square = ray.remote(num_cpus=0.1)(_square)
+            alive = sum(1 for n in ray.nodes() if n["Alive"])
+            (run_dir / "ray_nodes.txt").write_text(str(alive))
         attempt = os.environ.get("SLURM_RESTART_COUNT", "0")
         for step in range(start + 1, self.num_steps + 1):
             time.sleep(self.step_s)

@@ -13,12 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose_config, materialize
+from conftest import REPO
 from slurmenv import no_ray_dirs_left, slurm_only, wait_for_state
 
-from miles_hydra.cluster import rundir, submit
 from miles_hydra.engine.metrics import read_records
-from miles_hydra.job import run_tracked
 
 TINY = [  # the default task and algorithm on a smaller model, no warm-start, no eval
     "model.hidden_size=32",
@@ -41,51 +39,57 @@ def rollout_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in read_records(run_dir / "metrics.jsonl") if "step" in r]
 
 
-@slurm_only
-@pytest.mark.slurm
-@pytest.mark.timeout(300)
-def test_launch_py_cluster_slurm_trains_through_ray_and_writes_the_run_dir(tmp_path: Path) -> None:
-    argv = [sys.executable, "launch.py", *SLURM, *TINY, "rollout.num_rollout=3"]
-    done = subprocess.run(
-        [*argv, f"output_root={tmp_path}"], cwd=REPO, capture_output=True, text=True, timeout=280
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "miles_hydra: submitted job" in done.stdout
-    (run_dir,) = [p.parent for p in tmp_path.glob("default/*/*/result.json")]
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["preempted"] is False and result["step"] == 2
-    assert 0 < result["cluster/ray_startup_s"] < 120
-    assert rollout_steps(run_dir) == [0, 1, 2]
-    assert "kind: slurm" in (run_dir / "config.yaml").read_text()
-    for name in ("env.json", "git.json", "git.diff", "logs/job.log", "logs/ray_node_0.log"):
-        assert (run_dir / name).exists(), name
-    assert wait_for_state(run_dir.name, "COMPLETED", timeout_s=60)
-    assert no_ray_dirs_left(run_dir.name)
-
-
-@slurm_only
-@pytest.mark.slurm
-@pytest.mark.timeout(360)
-def test_warning_signal_checkpoints_requeues_and_resumes_exactly(tmp_path: Path) -> None:
-    num_rollout = 8
-    cfg = materialize(
-        compose_config(
-            [*SLURM, *TINY, f"rollout.num_rollout={num_rollout}", "cluster.timeout_min=15"],
-            output_root=tmp_path,
-        )
-    )
-    group = rundir.group_dir(cfg.output_root, cfg.experiment_name, "preempt")
-    (job,) = submit.submit_jobs([cfg], group, run_tracked)
-    run_dir = rundir.job_run_dir(group, job.job_id)
-    deadline = time.monotonic() + 200
-    while not (run_dir / "metrics.jsonl").exists() or not rollout_steps(run_dir):
-        assert time.monotonic() < deadline, "the job never finished its first rollout"
+def _wait_for_first_rollout(root: Path, proc: subprocess.Popen, timeout_s: float) -> Path:
+    """The job's run dir (``<root>/default/<time>/<job id>``) once it logged a rollout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        for metrics in root.glob("default/*/*/metrics.jsonl"):
+            if rollout_steps(metrics.parent):
+                return metrics.parent
         time.sleep(0.2)
-    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
-    result = submit.wait_for(job)
+    raise AssertionError("the job never finished its first rollout")
+
+
+@slurm_only
+@pytest.mark.slurm
+@pytest.mark.timeout(420)
+def test_launch_py_cluster_slurm_trains_then_is_preempted_and_resumes_exactly(
+    tmp_path: Path,
+) -> None:
+    """`python launch.py cluster=slurm`: Ray in the allocation, the local engine, the run dir;
+    USR2 mid-run -> checkpoint -> requeue through submitit -> resume at the next rollout."""
+    num_rollout = 8
+    argv = [sys.executable, "launch.py", *SLURM, *TINY, f"rollout.num_rollout={num_rollout}"]
+    proc = subprocess.Popen(
+        [*argv, "cluster.timeout_min=15", f"output_root={tmp_path}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_dir = None
+    try:
+        run_dir = _wait_for_first_rollout(tmp_path, proc, timeout_s=200)
+        job_id = run_dir.name
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # never leave a job behind
+            proc.kill()
+            if run_dir is not None:
+                subprocess.run(["scancel", run_dir.name], timeout=30, check=False)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert f"miles_hydra: submitted job {job_id}" in stdout
+    result = json.loads((run_dir / "result.json").read_text())
     assert result["preempted"] is False and result["step"] == num_rollout - 1
     assert rollout_steps(run_dir) == list(range(num_rollout))  # nothing lost, nothing repeated
     log = (run_dir / "logs" / "job.log").read_text()
-    assert "attempt 1" in log and "resuming from" in log
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
-    assert wait_for_state(job.job_id, "COMPLETED", timeout_s=60)
+    assert "attempt 1" in log and "resuming from" in log  # requeued, resumed from a checkpoint
+    assert 0 < result["cluster/ray_startup_s"] < 120
+    assert "kind: slurm" in (run_dir / "config.yaml").read_text()
+    for name in ("env.json", "git.json", "git.diff", "logs/ray_node_0.log"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+    assert wait_for_state(job_id, "COMPLETED", timeout_s=60)
+    assert no_ray_dirs_left(job_id)

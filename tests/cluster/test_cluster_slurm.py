@@ -7,6 +7,8 @@ counter that polls the preemption flag like the engine does.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -15,7 +17,13 @@ import cloudpickle
 import pytest
 import stepjob
 from conftest import compose_config, materialize
-from slurmenv import no_ray_dirs_left, slurm_only
+from slurmenv import (
+    cancelled_on_failure,
+    no_ray_dirs_left,
+    ray_processes_left,
+    slurm_only,
+    wait_for_state,
+)
 
 from miles_hydra.cluster import job_body, ray_cluster, rundir, submit
 from miles_hydra.errors import ClusterError
@@ -58,18 +66,43 @@ def _yaml_value(path: Path, key: str) -> str:
 @slurm_only
 @pytest.mark.slurm
 @pytest.mark.timeout(240)
-def test_two_node_tasks_form_one_ray_cluster(tmp_path: Path) -> None:
-    """Two tasks stand in for two nodes (this Slurm has one): the second joins the head."""
+def test_two_node_ray_cluster_fails_fast_when_a_node_dies(tmp_path: Path) -> None:
+    """Two tasks stand in for two nodes (this Slurm has one): the second joins the head; when
+    its Ray dies mid-job the whole job fails at once instead of hanging."""
     cfg = _run_cfg(tmp_path)
     group = rundir.group_dir(tmp_path, "two", "t2")
     executor = submit.make_executor(cfg.cluster, group / ".submitit" / "%j", "mh_two")
     executor.update_parameters(ntasks_per_node=2)
-    job = executor.submit(job_body.ClusterJob(stepjob.StepJob(2, step_s=0.1)), cfg, str(group))
-    result = submit.wait_for(job)
-    assert result["ray_nodes"] == 2 and result["ray_cpus"] == 2.0
-    logs = rundir.job_run_dir(group, job.job_id) / "logs"
-    assert (logs / "ray_node_0.log").exists() and (logs / "ray_node_1.log").exists()
-    assert no_ray_dirs_left(job.job_id)
+    job = executor.submit(job_body.ClusterJob(stepjob.StepJob(600, step_s=0.2)), cfg, str(group))
+    with cancelled_on_failure(job):
+        run_dir = rundir.job_run_dir(group, job.job_id)
+        deadline = time.monotonic() + 180
+        while not (run_dir / "steps.log").exists():
+            assert time.monotonic() < deadline, "the two-node job never started stepping"
+            time.sleep(0.2)
+        # the worker joined before the job ran
+        assert (run_dir / "ray_nodes.txt").read_text() == "2"
+        pid_file = run_dir / "ray" / f"ray_pid_{job.job_id}_0_1"
+        while not pid_file.exists():
+            assert time.monotonic() < deadline, "node 1 never recorded its Ray pid"
+            time.sleep(0.2)
+        killed = time.monotonic()
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # node 1's Ray dies
+        with pytest.raises(ClusterError):
+            submit.wait_for(job)
+        assert time.monotonic() - killed < 60
+        assert (
+            "Ray on node 1 died"
+            in (group / ".submitit" / job.job_id / f"{job.job_id}_1_log.err").read_text()
+        )
+        assert wait_for_state(job.job_id, "FAILED", timeout_s=60)
+        assert len(steps_of(run_dir)) < 600
+        # Slurm SIGKILLed the tasks (their temp dirs may stay in /tmp), but no Ray process lives on
+        assert ray_processes_left(job.job_id) == []
+
+
+def steps_of(run_dir: Path) -> list[str]:
+    return (run_dir / "steps.log").read_text().splitlines()
 
 
 @slurm_only

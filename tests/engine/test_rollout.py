@@ -61,10 +61,13 @@ def test_generation_is_deterministic_for_a_seed() -> None:
     ],
     ids=["t1", "t0.7-topk-topp", "greedy"],
 )
-@pytest.mark.parametrize("family", ["qwen3", "llama"])
+@pytest.mark.parametrize("family", ["qwen3", "llama", "qwen3_moe"])
 def test_kv_cache_log_probs_equal_full_recompute(params: SamplingParams, family: str) -> None:
     """Continuous batching (5 slots, 13 prompts of mixed length), stops and max length."""
-    cfg = model_preset("tiny_dense", family=family, qk_layernorm=family == "qwen3")
+    if family == "qwen3_moe":
+        cfg = model_preset("tiny_moe")
+    else:
+        cfg = model_preset("tiny_dense", family=family, qk_layernorm=family == "qwen3")
     engine = RolloutEngine(cfg, NO_SPEC, FP32, seed=1, max_batch_size=5)
     prompts = _prompts(13, cfg.vocab_size, seed=2)
     outs = engine.generate(prompts, params)

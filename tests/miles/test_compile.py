@@ -11,8 +11,16 @@ import yaml
 
 from miles_hydra.errors import ConfigError
 from miles_hydra.miles.combos import (
-    ALGORITHMS, GOLDEN_DIR, MODELS, PARALLELISMS, PRECISIONS, REGEN_COMMAND, SPECULATIVE,
-    all_combos, compose_run, golden_text,
+    ALGORITHMS,
+    GOLDEN_DIR,
+    MODELS,
+    PARALLELISMS,
+    PRECISIONS,
+    REGEN_COMMAND,
+    SPECULATIVE,
+    all_combos,
+    compose_run,
+    golden_text,
 )
 from miles_hydra.miles.compile import compile_miles, plan_values
 from miles_hydra.miles.flags import check_argv
@@ -33,11 +41,18 @@ def test_golden_argv_and_env(miles_combos, name: str) -> None:
     actual = golden_text(combo, cmd.entry, cmd.argv, cmd.env)
     expected = path.read_text() if path.exists() else ""
     if actual != expected:
-        diff = "".join(difflib.unified_diff(
-            expected.splitlines(True), actual.splitlines(True), f"golden/{path.name}", "compiled"
-        ))
-        pytest.fail(f"compiled miles command differs from the golden file:\n{diff}\n"
-                    f"If the change is intended, regenerate with: {REGEN_COMMAND}")
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True),
+                actual.splitlines(True),
+                f"golden/{path.name}",
+                "compiled",
+            )
+        )
+        pytest.fail(
+            f"compiled miles command differs from the golden file:\n{diff}\n"
+            f"If the change is intended, regenerate with: {REGEN_COMMAND}"
+        )
 
 
 def test_every_compiled_argv_passes_the_flag_table(miles_combos) -> None:
@@ -58,7 +73,9 @@ def test_combinations_cover_every_preset(miles_combos) -> None:
 
 REFUSAL_REASONS = {  # substring of each refusal's message, by (model, parallelism, spec)
     "needs an MoE model": lambda n: "ep8" in n,
-    "has model.mtp_num_layers=0": lambda n: n.endswith(("__mtp__bf16", "__mtp__fp8", "__mtp__int4_qat")),
+    "has model.mtp_num_layers=0": lambda n: n.endswith(
+        ("__mtp__bf16", "__mtp__fp8", "__mtp__int4_qat")
+    ),
     "does not divide model.num_query_groups": lambda n: "__tp8" in n,
     "does not divide model.num_layers": lambda n: "pp" in n,
 }
@@ -73,13 +90,22 @@ def test_invalid_combos_are_refused_by_our_validation(miles_combos) -> None:
         assert reasons and REFUSAL_REASONS[reasons[0]](name), f"{name}: {error}"
 
 
-@pytest.mark.parametrize(("overrides", "key"), [
-    (["data=arithmetic"], "data"),
-    (["reward=task"], "reward.rm_type"),
-    (["data.eval_prompt_data=null"], "rollout.eval_interval"),
-    (["parallelism=disagg_tp4_pp4_ep8_8node", "model=qwen3_30b_a3b", "rollout.async_training=true"],
-     "rollout.async_training"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["data=arithmetic"], "data"),
+        (["reward=task"], "reward.rm_type"),
+        (["data.eval_prompt_data=null"], "rollout.eval_interval"),
+        (
+            [
+                "parallelism=disagg_tp4_pp4_ep8_8node",
+                "model=qwen3_30b_a3b",
+                "rollout.async_training=true",
+            ],
+            "rollout.async_training",
+        ),
+    ],
+)
 def test_miles_only_rules_refuse_before_compiling(overrides: list[str], key: str) -> None:
     run = compose_run(["model=qwen3_4b", "parallelism=tp2", "precision=bf16", *overrides])
     with pytest.raises(ConfigError) as info:
@@ -87,12 +113,18 @@ def test_miles_only_rules_refuse_before_compiling(overrides: list[str], key: str
     assert info.value.key == key and info.value.fix
 
 
-@pytest.mark.parametrize(("overrides", "key"), [
-    (["precision=fp32"], "precision"),
-    (["speculative=eagle"], "speculative.draft_model_path"),
-    (["rollout.async_training=true"], "rollout.async_training"),
-    (["model=qwen3_4b", "algorithm.use_rollout_routing_replay=true"], "algorithm.use_rollout_routing_replay"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["precision=fp32"], "precision"),
+        (["speculative=eagle"], "speculative.draft_model_path"),
+        (["rollout.async_training=true"], "rollout.async_training"),
+        (
+            ["model=qwen3_4b", "algorithm.use_rollout_routing_replay=true"],
+            "algorithm.use_rollout_routing_replay",
+        ),
+    ],
+)
 def test_schema_validation_refuses_miles_mistakes(overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         compose_run(["model=qwen3_4b", "parallelism=tp2", "precision=bf16", *overrides])
@@ -120,16 +152,31 @@ def test_emission_rules(miles_combos) -> None:
 
 def test_secrets_only_travel_in_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("WANDB_API_KEY", "sekrit-123")
-    run = compose_run(["model=qwen3_4b", "parallelism=tp2", "precision=bf16", "logging=wandb",
-                       "logging.wandb_mode=online"])
+    run = compose_run(
+        [
+            "model=qwen3_4b",
+            "parallelism=tp2",
+            "precision=bf16",
+            "logging=wandb",
+            "logging.wandb_mode=online",
+        ]
+    )
     cmd = compile_miles(run)
     assert "--use-wandb" in cmd.argv and "--wandb-key" not in cmd.argv
     assert "sekrit" not in " ".join(cmd.argv) + repr(cmd.env)
     assert cmd.secret_env_keys == ("WANDB_API_KEY",)
     assert all("sekrit" not in p.read_text() for p in GOLDEN_DIR.glob("*.txt"))
     with pytest.raises(ConfigError):
-        compile_miles(compose_run(["model=qwen3_4b", "parallelism=tp2", "precision=bf16",
-                                   "+backend.env.WANDB_API_KEY=x"]))
+        compile_miles(
+            compose_run(
+                [
+                    "model=qwen3_4b",
+                    "parallelism=tp2",
+                    "precision=bf16",
+                    "+backend.env.WANDB_API_KEY=x",
+                ]
+            )
+        )
 
 
 def test_mis_config_is_inline_base64_yaml() -> None:
@@ -138,20 +185,35 @@ def test_mis_config_is_inline_base64_yaml() -> None:
     value = argv[argv.index("--custom-config-path") + 1]
     decoded = yaml.safe_load(base64.b64decode(value.removeprefix("base64:")))
     assert decoded == {
-        "use_tis": True, "use_rs": True, "tis_level": "token", "rs_level": "token",
-        "tis_mode": "mask", "tis_lower_bound": 0.5, "tis_upper_bound": 2.0,
-        "rs_lower_bound": None, "rs_upper_bound": None, "rs_veto_threshold": 1e-4,
+        "use_tis": True,
+        "use_rs": True,
+        "tis_level": "token",
+        "rs_level": "token",
+        "tis_mode": "mask",
+        "tis_lower_bound": 0.5,
+        "tis_upper_bound": 2.0,
+        "rs_lower_bound": None,
+        "rs_upper_bound": None,
+        "rs_veto_threshold": 1e-4,
         "tis_batch_normalize": True,
     }
-    assert argv[argv.index("--custom-tis-function-path") + 1].endswith("mis.compute_mis_weights_with_cp")
+    assert argv[argv.index("--custom-tis-function-path") + 1].endswith(
+        "mis.compute_mis_weights_with_cp"
+    )
 
 
 def test_sglang_free_mapping_and_fp8_env() -> None:
-    run = compose_run([
-        "model=qwen3_4b", "parallelism=tp2", "precision=fp8",
-        "+rollout.sglang.cuda-graph-bs=[1,2,4]", "+rollout.sglang.disable-radix-cache=true",
-        "+rollout.sglang.enable-metrics=false", "+rollout.sglang.log-level=warning",
-    ])
+    run = compose_run(
+        [
+            "model=qwen3_4b",
+            "parallelism=tp2",
+            "precision=fp8",
+            "+rollout.sglang.cuda-graph-bs=[1,2,4]",
+            "+rollout.sglang.disable-radix-cache=true",
+            "+rollout.sglang.enable-metrics=false",
+            "+rollout.sglang.log-level=warning",
+        ]
+    )
     cmd = compile_miles(run)
     text = " ".join(cmd.argv)
     assert "--sglang-cuda-graph-bs 1 2 4" in text and "--sglang-disable-radix-cache" in text

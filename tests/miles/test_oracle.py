@@ -43,9 +43,11 @@ def test_every_valid_combo_parses_and_derived_values_match_the_plan(miles_combos
         n: compare(plan_values(run), results[n].derived) for n, run in miles_combos.valid.items()
     }
     assert {n: m for n, m in mismatched.items() if m} == {}
-    print(f"\nmiles-rl 0.0.2 parsed {len(miles_combos.valid)}/{len(miles_combos.valid)} combos; "
-          f"derived values agree for all; import {oracle_run.import_seconds:.1f} s, "
-          f"subprocess {oracle_run.wall_seconds:.1f} s")
+    print(
+        f"\nmiles-rl 0.0.2 parsed {len(miles_combos.valid)}/{len(miles_combos.valid)} combos; "
+        f"derived values agree for all; import {oracle_run.import_seconds:.1f} s, "
+        f"subprocess {oracle_run.wall_seconds:.1f} s"
+    )
 
 
 def test_mis_keys_reach_miles_args(miles_combos, oracle_run):
@@ -76,17 +78,34 @@ def test_committed_flag_table_is_the_wheels_parser(tmp_path):
                 action["choices"] = sorted(action["choices"], key=str)
         return table
 
-    assert unordered(json.loads(out.read_text())) == unordered(json.loads(DEFAULT_TABLE.read_text()))
+    assert unordered(json.loads(out.read_text())) == unordered(
+        json.loads(DEFAULT_TABLE.read_text())
+    )
 
 
 def test_launch_mode_check_cli(tmp_path):
     """`python launch.py backend=miles mode=check ...` parses with miles and prints PASSED."""
     proc = subprocess.run(
-        [sys.executable, "launch.py", "backend=miles", "mode=check", "model=qwen3_4b",
-         "parallelism=tp2", "precision=bf16", "algorithm=grpo_tis", "data=jsonl",
-         "data.prompt_data=/data/p.jsonl", "data.eval_prompt_data=/data/e.jsonl", "reward=math",
-         f"output_root={tmp_path}", f"hydra.run.dir={tmp_path}/hydra"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "launch.py",
+            "backend=miles",
+            "mode=check",
+            "model=qwen3_4b",
+            "parallelism=tp2",
+            "precision=bf16",
+            "algorithm=grpo_tis",
+            "data=jsonl",
+            "data.prompt_data=/data/p.jsonl",
+            "data.eval_prompt_data=/data/e.jsonl",
+            "reward=math",
+            f"output_root={tmp_path}",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "match the plan" in proc.stdout or "check: PASSED" in proc.stdout, proc.stdout

@@ -22,12 +22,13 @@ import pytest
 
 from miles_hydra.miles.compile import MilesCommand
 from miles_hydra.miles.oracle import DEFAULT_VENV, SETUP_HINT
-from miles_hydra.miles.runner import MilesJob, run_command
+from miles_hydra.miles.runner import MilesJob, final_exit_status, run_command
 
 VENV = Path(os.environ.get("MILES_ORACLE_VENV", DEFAULT_VENV))
 RAY_CLI = VENV / "bin" / "ray"
-pytestmark = pytest.mark.skipif(
-    not (VENV / "lib").exists() or not RAY_CLI.exists()
+needs_ray_job_api = pytest.mark.skipif(
+    not (VENV / "lib").exists()
+    or not RAY_CLI.exists()
     or not list((VENV / "lib").glob("python3*/site-packages/aiohttp_cors")),
     reason=f"no Ray with the job API (oracle venv with ray[default]); {SETUP_HINT}",
 )
@@ -54,18 +55,47 @@ def ray_head():
     """A real Ray head with the dashboard/job API, stopped by its own process group only."""
     temp_dir = tempfile.mkdtemp(prefix="mhray_", dir="/tmp")  # short: Ray's unix socket paths
     dash = _free_port()
-    ports = [a for f in ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                         "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                         "--runtime-env-agent-port") for a in (f, str(_free_port()))]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "WANDB_API_KEY": "test-secret", "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}"}
+    ports = [
+        a
+        for f in (
+            "--node-manager-port",
+            "--object-manager-port",
+            "--metrics-export-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+        )
+        for a in (f, str(_free_port()))
+    ]
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "WANDB_API_KEY": "test-secret",
+        "PATH": f"{VENV / 'bin'}:{os.environ['PATH']}",
+    }
     log = open(Path(temp_dir) / "head.log", "wb")  # noqa: SIM115 - closed in teardown
     head = subprocess.Popen(
-        [str(RAY_CLI), "start", "--head", "--block", f"--port={_free_port()}",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         "--num-cpus=1", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-         "--node-ip-address=127.0.0.1", *ports],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            str(RAY_CLI),
+            "start",
+            "--head",
+            "--block",
+            f"--port={_free_port()}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+            *ports,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
     deadline = time.monotonic() + 90
@@ -76,16 +106,35 @@ def ray_head():
         except OSError:
             if head.poll() is not None or time.monotonic() > deadline:
                 log.flush()
-                pytest.fail(f"Ray head did not come up:\n{Path(temp_dir, 'head.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"Ray head did not come up:\n{Path(temp_dir, 'head.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
     yield address
-    os.killpg(head.pid, signal.SIGTERM)  # the group we started; never `ray stop` (kills by name)
-    try:
-        head.wait(timeout=30)
+    head.send_signal(signal.SIGTERM)  # `ray start --block` drains and stops its node (~3 s)
+    try:  # never `ray stop`: it kills every Ray process on the machine by name
+        head.wait(timeout=45)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=10)
     log.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Job 'j1' is currently RUNNING", None),
+        ("\x1b[32mJob 'j1' succeeded\x1b[39m", 0),
+        (
+            "Job 'j1' failed\nStatus message: Job entrypoint command failed with exit code 3, last",
+            3,
+        ),
+        ("Job 'j1' was stopped", 143),
+        ("Job 'j2' succeeded", None),
+    ],
+)
+def test_final_exit_status_parsing(text: str, code) -> None:
+    assert final_exit_status(text, "j1") == code
 
 
 @pytest.fixture
@@ -96,12 +145,19 @@ def fake_entry(tmp_path: Path) -> Path:
 
 
 def _command(entry: Path, *argv: str) -> MilesCommand:
-    return MilesCommand(entry=str(entry), argv=list(argv), env={"MILES_HYDRA_PROBE": "from-runtime-env"})
+    return MilesCommand(
+        entry=str(entry), argv=list(argv), env={"MILES_HYDRA_PROBE": "from-runtime-env"}
+    )
 
 
+@needs_ray_job_api
 def test_runner_real_ray_head_fake_entry_exit_status_and_logs(ray_head, fake_entry, tmp_path):
-    job, code = run_command(_command(fake_entry, "--exit-code", "3", "--lr", "1e-06"), tmp_path,
-                            ray_head, ray_cli=str(RAY_CLI))
+    job, code = run_command(
+        _command(fake_entry, "--exit-code", "3", "--lr", "1e-06"),
+        tmp_path,
+        ray_head,
+        ray_cli=str(RAY_CLI),
+    )
     assert code == 3  # the entry point's own exit status comes back
     text = job.log_path.read_text()
     assert "fake train.py argv: ['--exit-code', '3', '--lr', '1e-06']" in text
@@ -110,11 +166,8 @@ def test_runner_real_ray_head_fake_entry_exit_status_and_logs(ray_head, fake_ent
     submit_line = (tmp_path / "miles_command.sh").read_text()
     assert "--runtime-env-json" in submit_line and "test-secret" not in submit_line
 
-    job, code = run_command(_command(fake_entry, "--exit-code", "0"), tmp_path / "ok", ray_head,
-                            ray_cli=str(RAY_CLI))
-    assert code == 0
 
-
+@needs_ray_job_api
 def test_runner_real_ray_head_fake_entry_stop(ray_head, fake_entry, tmp_path):
     job = MilesJob(address=ray_head, log_path=tmp_path / "miles_job.log", ray_cli=str(RAY_CLI))
     job.submit(_command(fake_entry, "--sleep", "120", "--exit-code", "0"))

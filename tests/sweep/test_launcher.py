@@ -20,8 +20,12 @@ def _launch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_one_invalid_variant_means_nothing_runs(tmp_path):
     proc = _launch(
-        "-m", "algorithm.lr=1e-3,-1", "rollout.global_batch_size=32,7", "mode=plan",
-        f"output_root={tmp_path}", cwd=tmp_path,
+        "-m",
+        "algorithm.lr=1e-3,-1",
+        "rollout.global_batch_size=32,7",
+        "mode=plan",
+        f"output_root={tmp_path}",
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert "3 of 4 sweep variants are invalid; nothing was submitted" in proc.stderr
@@ -33,7 +37,9 @@ def test_one_invalid_variant_means_nothing_runs(tmp_path):
 
 
 def test_typo_in_one_variant_is_refused_before_anything_runs(tmp_path):
-    proc = _launch("-m", "model=tiny_dense,tiny_dnese", "mode=plan", f"output_root={tmp_path}", cwd=tmp_path)
+    proc = _launch(
+        "-m", "model=tiny_dense,tiny_dnese", "mode=plan", f"output_root={tmp_path}", cwd=tmp_path
+    )
     assert proc.returncode != 0
     assert "tiny_dnese" in proc.stderr
     assert "resolved config" not in proc.stdout

@@ -10,7 +10,10 @@ from miles_hydra.sweep.manifest import Manifest, Variant, write_status
 def _make_run(sweep: Path, num: int, finals: list[float], state: str | None) -> None:
     run = sweep / str(num)
     run.mkdir(parents=True)
-    lines = [json.dumps({"step": i, "eval/arithmetic": v, "rollout/raw_reward": v / 2}) for i, v in enumerate(finals)]
+    lines = [
+        json.dumps({"step": i, "eval/arithmetic": v, "rollout/raw_reward": v / 2})
+        for i, v in enumerate(finals)
+    ]
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     if state:
         write_status(run, state)
@@ -42,11 +45,18 @@ def test_report_ranks_completed_variants_and_marks_failed_and_pending(tmp_path):
     assert summary["states"] == {"completed": 2, "failed": 1, "pending": 1}
     out = tmp_path / "sweep" / "report"
     csv_lines = (out / "summary.csv").read_text().splitlines()
-    assert csv_lines[0] == "variant,algorithm.lr,algorithm.correction.upper,state,steps,final eval/arithmetic,best"
+    assert (
+        csv_lines[0]
+        == "variant,algorithm.lr,algorithm.correction.upper,state,steps,final eval/arithmetic,best"
+    )
     assert csv_lines[2] == "1,1e-3,2,completed,2,0.7,*"
     assert csv_lines[4] == "3,1e-2,5,pending,,,"
     assert "| 2 | 1e-2 | 2 | failed | 1 | 0.9 |  |" in (out / "summary.md").read_text()
-    for name in ("curves.png", "final_vs_algorithm_lr.png", "final_vs_algorithm_correction_upper.png"):
+    for name in (
+        "curves.png",
+        "final_vs_algorithm_lr.png",
+        "final_vs_algorithm_correction_upper.png",
+    ):
         assert (out / name).stat().st_size > 1000
 
 
