@@ -60,7 +60,10 @@ def bench_steps(cfg: RunConfig, rollouts: int) -> dict[str, float]:
         cfg.model, cfg.speculative, cfg.precision, device, cfg.seed, max(64, r.samples_per_rollout)
     )
     params = SamplingParams(
-        r.rollout_temperature, r.rollout_top_p, r.rollout_top_k, r.rollout_max_response_len,
+        r.rollout_temperature,
+        r.rollout_top_p,
+        r.rollout_top_k,
+        r.rollout_max_response_len,
         [tokenizer.eos_id],
     )
     tok_per_s, train_s, sync_s = [], [], []
@@ -68,14 +71,21 @@ def bench_steps(cfg: RunConfig, rollouts: int) -> dict[str, float]:
         start = time.perf_counter()
         engine.update_weights(trainer.engine_state_dict())
         synced = time.perf_counter()
-        prompts = [p for p in source.next_batch(r.rollout_batch_size) for _ in range(r.n_samples_per_prompt)]
+        prompts = [
+            p
+            for p in source.next_batch(r.rollout_batch_size)
+            for _ in range(r.n_samples_per_prompt)
+        ]
         outs = engine.generate([p.ids for p in prompts], params)
         generated = time.perf_counter()
         batch = RolloutBatch(
             prompt_ids=[p.ids for p in prompts],
             response_ids=[o.response_ids for o in outs],
             rollout_log_probs=[o.rollout_log_probs for o in outs],
-            rewards=[reward_fn(p, decode_response(tokenizer, o.response_ids)) for p, o in zip(prompts, outs)],
+            rewards=[
+                reward_fn(p, decode_response(tokenizer, o.response_ids))
+                for p, o in zip(prompts, outs)
+            ],
             group_size=r.n_samples_per_prompt,
         )
         trained_start = time.perf_counter()

@@ -1,20 +1,23 @@
 """Rollout throughput: our RolloutEngine against HF generate(), same model, process and card.
 
-    python bench/bench_rollout.py --preset tiny --device cpu            # CPU, tiny sizes (~1 min)
+    python bench/bench_rollout.py --preset tiny --device cpu            # CPU, tiny sizes (~2 min)
     python bench/bench_rollout.py --preset qwen3_0.6b --device cuda     # issue 8's GPU run
 
 Contenders (all share one random-init policy, so the weights are identical):
   hf_plain   HF generate(), default dynamic cache, eager.
   hf_static  HF generate(cache_implementation="static"); on CUDA, HF then torch.compiles the
              decode forward itself (mode reduce-overhead = CUDA graphs); on CPU no compile.
-  ours       miles_hydra.engine.rollout.RolloutEngine, speculative decoding off.
+  ours       miles_hydra.engine.rollout.RolloutEngine, speculative decoding off (on CUDA: the
+             batched decode loop with CUDA graphs, decode.py / graphs.py).
+  ours_compiled  the same with compile_decode=True (torch.compile before capture; CUDA only,
+             one compile per batch size, reported as warmup_s).
   ours_spec  RolloutEngine with speculative.mode=mtp and an UNTRAINED draft head (worst case:
              acceptance near 0); acceptance is reported.
 Workloads: `fixed` (batch B, prompt P, exactly N new tokens, eos disabled) and `heavy`
 (`--heavy-factor`*B prompts, Pareto-distributed target lengths capped at N, through B slots).
 HF generate has no per-sequence stop, so in `heavy` it runs each chunk of B prompts for N
 steps and only the target lengths count as generated tokens (what static batching pays).
-Our engine gets the per-prompt cap through a bench-only `_emit` hook (rollout_contenders.py).
+Our engine gets the per-prompt caps through generate(max_new_tokens_per_prompt=...).
 Sampling: temperature 1, no top-k/top-p. tok/s = generated tokens / wall seconds of the timed
 call, after an untimed full-length warm-up (rollout_contenders.py says exactly how; HF
 static's first call, compile included, is reported as first_call_s).
@@ -23,11 +26,9 @@ static's first call, compile included, is reported as first_call_s).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import sys
-import types
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -39,9 +40,16 @@ for _path in (ROOT, ROOT / "bench"):  # run as a script: the repo and this folde
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from rollout_contenders import Case, Result, heavy_lengths, run_hf, run_ours  # noqa: E402
+from rollout_contenders import (  # noqa: E402
+    Case,
+    Result,
+    check_log_probs,
+    heavy_lengths,
+    run_hf,
+    run_ours,
+)
 
-CONTENDERS = ("hf_plain", "hf_static", "ours", "ours_spec")
+CONTENDERS = ("hf_plain", "hf_static", "ours", "ours_spec", "ours_compiled")
 
 
 @dataclass
@@ -60,19 +68,11 @@ PRESETS = {
 }
 
 
-def _allow_engine_imports() -> None:
-    """The device image lacks ray; rollout/__init__ imports the Ray actor eagerly. Register a
-    minimal stand-in (ray.remote = identity) so RolloutEngine itself imports. Bench only."""
-    if importlib.util.find_spec("ray") is None and "ray" not in sys.modules:
-        stub = types.ModuleType("ray")
-        stub.remote = lambda cls=None, **_: cls if cls is not None else (lambda c: c)
-        sys.modules["ray"] = stub
-
-
 # --------------------------------------------------------------------------- driver
-def build_models(preset: Preset, device: torch.device, seed: int, spec_steps: int):
-    """(policy with an untrained MTP draft, engine without / with speculation)."""
-    _allow_engine_imports()
+def build_models(
+    preset: Preset, device: torch.device, seed: int, spec_steps: int, compiled: bool = False
+):
+    """(policy with an untrained MTP draft, engines: plain, speculative, compiled if asked)."""
     from miles_hydra.config.precision import DType, PrecisionConfig
     from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
     from miles_hydra.engine.models import build_policy, model_preset
@@ -97,6 +97,11 @@ def build_models(preset: Preset, device: torch.device, seed: int, spec_steps: in
         engines["ours_spec"] = RolloutEngine(
             model_cfg, spec, precision, str(device), seed, policy=policy
         )
+    if compiled and device.type == "cuda":
+        engines["ours_compiled"] = RolloutEngine(
+            model_cfg, SpeculativeConfig(), precision, str(device), seed, policy=policy,
+            compile_decode=True,
+        )  # fmt: skip
     return model_cfg, policy, engines, draft_error
 
 
@@ -145,8 +150,9 @@ def run_all(args: argparse.Namespace) -> tuple[dict, list[Result]]:
     preset = _apply_overrides(replace(PRESETS[args.preset]), args)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
+    compiled = "ours_compiled" in args.contenders.split(",")
     model_cfg, policy, engines, draft_error = build_models(
-        preset, device, args.seed, args.spec_steps
+        preset, device, args.seed, args.spec_steps, compiled
     )
     env = environment(device) | {
         "preset": args.preset,
@@ -158,6 +164,10 @@ def run_all(args: argparse.Namespace) -> tuple[dict, list[Result]]:
         "repeats": args.repeats,
         "draft_error": draft_error,
     }
+    if args.check_tokens:  # our log-probs vs a no-cache recompute, before any timing
+        gen = torch.Generator().manual_seed(args.seed)
+        ids = torch.randint(0, model_cfg.vocab_size, (4, preset.prompt_len), generator=gen)
+        env["logprob_check"] = check_log_probs(engines["ours"], ids.tolist(), args.check_tokens)
     print(json.dumps(env), flush=True)
     results: list[Result] = []
     for batch in preset.batch_sizes:
@@ -166,10 +176,13 @@ def run_all(args: argparse.Namespace) -> tuple[dict, list[Result]]:
                 continue
             n = batch * args.heavy_factor if heavy else batch
             lengths = heavy_lengths(n, preset.new_tokens, args.seed + batch) if heavy else None
-            case = Case(batch, preset.new_tokens, lengths, args.case_budget, args.repeats, device)
+            budget = (args.heavy_case_budget or args.case_budget) if heavy else args.case_budget
+            case = Case(batch, preset.new_tokens, lengths, budget, args.repeats, device)
             gen = torch.Generator().manual_seed(args.seed + n)
             ids = torch.randint(0, model_cfg.vocab_size, (n, preset.prompt_len), generator=gen)
             for name in (c for c in args.contenders.split(",") if c):
+                if not _wanted(name, batch, args.only_batch):
+                    continue
                 result = _one_case(name, policy, engines, ids, case, draft_error)
                 results.append(result)
                 print(json.dumps(asdict(result)), flush=True)
@@ -179,6 +192,15 @@ def run_all(args: argparse.Namespace) -> tuple[dict, list[Result]]:
     return env, results
 
 
+def _wanted(name: str, batch: int, only: str) -> bool:
+    """--only-batch "ours_compiled=256;hf_plain=1,256": restrict contenders to batch sizes."""
+    for rule in filter(None, only.split(";")):
+        who, sizes = rule.split("=")
+        if who == name:
+            return str(batch) in sizes.split(",")
+    return True
+
+
 def _one_case(name: str, policy, engines: dict, ids: torch.Tensor, case: Case,
               draft_error: str) -> Result:  # fmt: skip
     """One contender on one case; a failure is recorded as a row, not raised."""
@@ -186,7 +208,11 @@ def _one_case(name: str, policy, engines: dict, ids: torch.Tensor, case: Case,
         if name in ("hf_plain", "hf_static"):
             return run_hf(policy.lm, ids.to(case.device), name == "hf_static", case)
         if name not in engines:
-            why = draft_error or f"unknown contender (choose from {CONTENDERS})"
+            why = f"unknown contender (choose from {CONTENDERS})"
+            if name == "ours_spec" and draft_error:
+                why = draft_error
+            elif name == "ours_compiled":
+                why = "needs CUDA"
             return Result(name, case.workload, case.batch, ids.shape[0], 0, 0.0, 0.0, 0,
                           f"not run: {why}")  # fmt: skip
         return run_ours(engines[name], ids.tolist(), name, case)
@@ -242,8 +268,18 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         help="seconds a timed call may take (estimated from the warm-up); longer "
         "fixed cases are capped in tokens, longer heavy cases skipped",
     )
+    p.add_argument(
+        "--heavy-case-budget", type=float, default=0.0, help="heavy mix; 0 = --case-budget"
+    )
     p.add_argument("--repeats", type=int, default=2, help="timed calls per case (lower median)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only-batch", default="", help="contender=B[,B]: run it at these B only")
+    p.add_argument(
+        "--check-tokens",
+        type=int,
+        default=0,
+        help="first check ours' log-probs vs a no-cache recompute over N tokens",
+    )
     p.add_argument("--jsonl", default="", help="append one JSON line per case here")
     p.add_argument("--md", default="", help="write the markdown table here")
     return p.parse_args(argv)

@@ -150,55 +150,45 @@ def run_hf(lm, prompts: torch.Tensor, static: bool, case: Case) -> Result:
 
 
 # --------------------------------------------------------------------------- our engine
-def _cap_per_prompt(engine, caps: Optional[list[int]]) -> None:
-    """Bench-only hook: end response i at caps[i] tokens (the engine has one max_new_tokens
-    per call). Replicates RolloutEngine._emit with a per-prompt cap; None removes the hook."""
-    engine.__dict__.pop("_emit", None)
-    if caps is None:
-        return
-
-    def emit(seq, tokens, log_probs, params) -> bool:
-        for token, lp in zip(tokens, log_probs):
-            seq.response.append(token)
-            seq.log_probs.append(lp)
-            if token in params.stop_token_ids:
-                seq.finished = True
-                return True
-            if len(seq.response) >= caps[seq.index]:
-                return True
-        return False
-
-    engine._emit = emit
-
-
 def run_ours(engine, prompts: list[list[int]], name: str, case: Case) -> Result:
-    """RolloutEngine.generate() over all prompts through `batch` slots (continuous batching)."""
+    """RolloutEngine.generate() over all prompts through `batch` slots (continuous batching);
+    heavy: the per-prompt caps go in through generate(max_new_tokens_per_prompt=...)."""
     from miles_hydra.engine.rollout import SamplingParams
 
     engine.max_batch_size = case.batch
-    _cap_per_prompt(engine, None)
     first = prompts[: case.batch]
-    probe = SamplingParams(temperature=1.0, max_new_tokens=_probe_tokens(case))
-    _, probe_s = _timed(case.device, lambda: len(engine.generate(first, probe)))
     chunks = math.ceil(len(prompts) / case.batch)
-    new_tokens, note = _fit_budget(case, probe_s / probe.max_new_tokens, chunks)
+    extra: dict = {}
+    if engine.batched_decode and not engine.num_draft_steps:
+        # graph path: a short probe would size a smaller cache and capture (compile) twice;
+        # warm up at full length instead (first call: captures/compiles), estimate from a
+        # second full call
+        full = SamplingParams(temperature=1.0, max_new_tokens=case.new_tokens)
+        _, first_s = _timed(case.device, lambda: len(engine.generate(first, full)))
+        extra["first_call_s"] = round(first_s, 2)
+        _, warm_s = _timed(case.device, lambda: len(engine.generate(first, full)))
+        extra["warm_s"] = round(warm_s, 2)
+        new_tokens, note = _fit_budget(case, warm_s / case.new_tokens, chunks)
+    else:
+        probe = SamplingParams(temperature=1.0, max_new_tokens=_probe_tokens(case))
+        _, probe_s = _timed(case.device, lambda: len(engine.generate(first, probe)))
+        new_tokens, note = _fit_budget(case, probe_s / probe.max_new_tokens, chunks)
+        if new_tokens:  # warm-up at full length
+            engine.generate(first, SamplingParams(temperature=1.0, max_new_tokens=new_tokens))
     if not new_tokens:
         return _skipped(name, case, len(prompts), note)
     params = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
-    engine.generate(first, params)  # warm-up at full length
-    _cap_per_prompt(engine, case.lengths)
     outs: list = []
-    extra: dict = {}
 
     def call() -> int:
-        outs[:] = engine.generate(prompts, params)
+        outs[:] = engine.generate(prompts, params, max_new_tokens_per_prompt=case.lengths)
         return 0
 
-    try:
-        _, seconds = _repeat(case, call, extra)
-    finally:
-        _cap_per_prompt(engine, None)
+    _, seconds = _repeat(case, call, extra)
     tokens = sum(len(o.response_ids) for o in outs)
+    step = getattr(engine, "_decode_step", None)
+    if step is not None and engine.batched_decode and not engine.num_draft_steps:
+        extra["graphs"] = step.num_graphs
     drafted = sum(o.spec_draft_tokens for o in outs)
     if drafted:
         verify = sum(o.spec_verify_steps for o in outs)
@@ -207,3 +197,23 @@ def run_ours(engine, prompts: list[list[int]], name: str, case: Case) -> Result:
         extra["accept_length"] = round((accepted + verify) / max(1, verify), 3)
     return Result(name, case.workload, case.batch, len(prompts), tokens, seconds,
                   tokens / seconds, new_tokens, note, extra)  # fmt: skip
+
+
+def check_log_probs(engine, prompts: list[list[int]], new_tokens: int) -> dict:
+    """Log-probs the engine reports vs a no-cache full HF forward of prompt + response (the
+    KV-cache exactness check, on the engine's dtype): max and mean |difference|."""
+    from miles_hydra.engine.rollout import SamplingParams
+    from miles_hydra.engine.rollout.sampling import token_log_probs
+
+    params = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
+    outs = engine.generate(prompts, params)
+    diffs = []
+    for prompt, out in zip(prompts, outs):
+        ids = torch.tensor([prompt + out.response_ids], device=engine.device)
+        with torch.no_grad():
+            logits = engine.policy.lm(ids).logits[0, len(prompt) - 1 : -1]
+        ref = token_log_probs(logits, ids[0, len(prompt) :], params).cpu()
+        diffs.append((torch.tensor(out.rollout_log_probs) - ref).abs())
+    diff = torch.cat(diffs)
+    return {"max_abs_dlogp": round(float(diff.max()), 4),
+            "mean_abs_dlogp": round(float(diff.mean()), 5), "tokens": int(diff.numel())}  # fmt: skip

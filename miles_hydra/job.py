@@ -58,4 +58,5 @@ def submit(cfg: RunConfig, run_dir: Path | None) -> float | None:
     """Hand a single run to the configured cluster; return its objective."""
     from miles_hydra.cluster.submit import submit_run
 
-    return submit_run(cfg, run_dir, run_tracked)
+    metrics = submit_run(cfg, run_dir, run_tracked)
+    return None if metrics is None else objective(cfg, metrics)

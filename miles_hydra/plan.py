@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from miles_hydra.config import RunConfig
+from miles_hydra.config import RunConfig, layout
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.config.cluster import ClusterKind
 from miles_hydra.errors import ConfigError
@@ -35,10 +35,11 @@ def plan_data(run: RunConfig) -> dict[str, Any]:
         "cluster": run.cluster.kind.value,
         "nodes": _nodes(run, gpus_per_node),
         "training_gpus": p.actor_world_size,
-        "rollout_gpus": p.total_rollout_gpus,
-        "total_gpus": p.total_gpus,
+        "critic_gpus": layout.critic_gpus(run),
+        "rollout_gpus": layout.rollout_gpus(run),
+        "total_gpus": layout.total_gpus(run),
         "colocate": p.colocate,
-        "engines": p.num_engines,
+        "engines": layout.num_engines(run),
         "engine_tp": p.rollout_num_gpus_per_engine,
         "tp": p.tensor_model_parallel_size,
         "pp": p.pipeline_model_parallel_size,
@@ -67,9 +68,7 @@ def _nodes(run: RunConfig, gpus_per_node: int) -> int:
         return run.cluster.nodes
     if run.backend.kind is BackendKind.local:
         return 1
-    return max(
-        run.parallelism.actor_num_nodes, math.ceil(run.parallelism.total_gpus / gpus_per_node)
-    )
+    return max(run.parallelism.actor_num_nodes, math.ceil(layout.total_gpus(run) / gpus_per_node))
 
 
 def render_plan(run: RunConfig, with_command: bool = True) -> str:
@@ -99,6 +98,10 @@ def _layout_lines(run: RunConfig, d: dict[str, Any]) -> list[str]:
         f"training:  {d['training_gpus']} GPUs = {run.parallelism.actor_num_nodes} node(s) x "
         f"{run.parallelism.actor_num_gpus_per_node}; TP={d['tp']} PP={d['pp']} CP={d['cp']} "
         f"-> DP={d['dp']}" + (f"; EP={d['ep']} ETP={d['etp']}" if run.model.is_moe else ""),
+    ]
+    if d["critic_gpus"]:
+        lines.append(f"critic:    {d['critic_gpus']} GPUs (PPO value model, the training layout)")
+    lines += [
         f"rollout:   {d['rollout_gpus']} GPUs = {d['engines']} engine(s) x TP {d['engine_tp']}",
         f"placement: {'colocated (train and rollout take turns, offloading)' if d['colocate'] else 'disaggregated'}"
         f"; {d['total_gpus']} GPUs in all",
@@ -176,52 +179,20 @@ def _command_lines(run: RunConfig) -> list[str]:
     ]
 
 
-# plan_data key -> the value miles derives (oracle_child.DERIVED_KEYS)
-CHECKED = {
-    "training_gpus": "world_size",
-    "dp": "data_parallel_size",
-    "global_batch_size": "global_batch_size",
-    "rollout_gpus": "rollout_num_gpus",
-    "engine_tp": "sglang_tp_size",
-}
-
-
 def run_check(run: RunConfig) -> int:
-    """``mode=check``: parse the compiled command with miles' own parser and compare the values
-    it derives with the plan. 0 = accepted and consistent, 1 = refused or inconsistent,
-    2 = cannot check here (no compiler/oracle, or the compiler refuses the config)."""
+    """``mode=check``: the miles check (miles_hydra.miles.oracle.check): flag table, miles' own
+    parser, and every value miles derives against what our config plans (compile.plan_values,
+    which counts GPUs with the same miles_hydra.config.layout as plan_data). 0 = accepted and
+    consistent, 1 = refused or any derived value differs, 2 = cannot check here (no checker)."""
     if run.backend.kind is BackendKind.local:
         print("backend=local: nothing to check beyond validation (the config is valid)")
         return 0
     try:
-        from miles_hydra.miles.compile import compile_miles
-        from miles_hydra.miles.oracle import SETUP_HINT, oracle_python, parse_many
+        from miles_hydra.miles.oracle import check
     except ImportError as exc:
         print(
             f"mode=check needs miles_hydra.miles.oracle, which is not available: {exc}",
             file=sys.stderr,
         )
         return 2
-    if oracle_python() is None:
-        print(f"mode=check: no miles oracle interpreter here; {SETUP_HINT}", file=sys.stderr)
-        return 2
-    try:
-        cmd = compile_miles(run)
-    except ConfigError as exc:
-        print(f"miles_hydra: invalid config for miles: {exc}", file=sys.stderr)
-        return 2
-    verdict = parse_many({"run": cmd.argv}).results[0]
-    if not verdict.ok:
-        print(f"miles refused the compiled command: {verdict.error}", file=sys.stderr)
-        return 1
-    plan = plan_data(run)
-    bad = [
-        f"{ours}: plan {plan[ours]} != miles {key}={verdict.derived.get(key)}"
-        for ours, key in CHECKED.items()
-        if key in verdict.derived and verdict.derived[key] != plan[ours]
-    ]
-    for line in bad:
-        print(f"mismatch: {line}", file=sys.stderr)
-    if not bad:
-        print(f"miles accepted the command ({len(cmd.argv)} args); derived values match the plan")
-    return 1 if bad else 0
+    return check(run)

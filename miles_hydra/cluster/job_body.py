@@ -21,7 +21,7 @@ from typing import Any, Optional
 import submitit
 
 from miles_hydra.cluster import preemption, rundir
-from miles_hydra.cluster.ray_cluster import RaySpec, head_node, worker_node
+from miles_hydra.cluster.ray_cluster import RaySpec, free_port, head_node, worker_node
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def run_in_allocation(
         startup_timeout_s=cluster.ray_startup_timeout_s,
         rendezvous_dir=run_dir / "ray",
         attempt_id=f"{task.job_id}_{task.restart}",
+        dashboard_port=free_port() if cfg.backend.kind.value == "miles" else None,
     )
     if task.rank != 0:
         worker_node(spec, task.rank, run_dir / "logs")
@@ -98,12 +99,13 @@ def run_in_allocation(
         preemption.install()
         try:
             result = _run_head(cfg, spec, run_dir, job_fn)
-        finally:
-            requeue = preemption.requested() and preemption.can_requeue()
-            if not requeue:
-                preemption.uninstall()
-    if requeue and result.get(preemption.PREEMPTED_KEY):
+        except BaseException:
+            preemption.uninstall()
+            raise
+    stopped_early = result.get(preemption.PREEMPTED_KEY) and preemption.requested()
+    if stopped_early and preemption.can_requeue():
         preemption.requeue_and_exit()  # raises SystemExit; the next attempt resumes here
+    preemption.uninstall()
     return result
 
 

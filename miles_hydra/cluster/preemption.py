@@ -57,9 +57,11 @@ def _on_signal(signum: int, frame: Optional[types.FrameType]) -> None:
 
 
 def install() -> None:
-    """Route the warning signal to the flag. Must run in the main thread."""
+    """Route the warning signal to the flag (main thread only; elsewhere nothing to route)."""
     global _previous_handler
     clear()
+    if threading.current_thread() is not threading.main_thread():
+        return
     current = signal.getsignal(WARNING_SIGNAL)
     if current is not _on_signal:
         _previous_handler = current

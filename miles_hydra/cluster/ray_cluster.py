@@ -14,6 +14,7 @@ if it lingers. Nothing is ever killed by name (``ray stop`` would hit other jobs
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -34,7 +35,9 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # interval of every readiness poll
 STOP_GRACE_S = 20.0  # SIGTERM grace (Ray drains the node) before its process group is killed
+WORKER_STOP_GRACE_S = 5.0  # a worker stops after the head: no GCS left to drain towards
 FAILED_STOP_GRACE_S = 2.0  # the same for a node that never came up: nothing to drain
+PR_SET_PDEATHSIG = 1  # prctl option: signal this process when its parent dies
 JOIN_ATTEMPTS = 3  # a worker retries `ray start` this many times before failing
 
 
@@ -48,6 +51,7 @@ class RaySpec:
     startup_timeout_s: float  # deadline for the whole cluster to be up
     rendezvous_dir: Path  # shared directory (the run dir) for the head address and done marker
     attempt_id: str  # unique per job attempt (job id + requeue count): stale files never match
+    dashboard_port: Optional[int] = None  # serve Ray's job API here (backend=miles: ray job submit)
 
 
 def ray_env() -> dict[str, str]:
@@ -55,6 +59,7 @@ def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env["RAY_AUTH_MODE"] = "disabled"  # token auth (Ray >= 2.60 default) breaks CLI + drivers here
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["RAY_worker_niceness"] = "0"  # Ray's default nice 15 starves actors next to busy processes
     return env
 
 
@@ -103,16 +108,23 @@ def start_command(
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
-    if head_port is not None:
+    if head_port is not None and spec.dashboard_port is not None:
+        cmd += ["--head", f"--port={head_port}", "--include-dashboard=true"]
+        cmd += ["--dashboard-host=0.0.0.0", f"--dashboard-port={spec.dashboard_port}"]
+    elif head_port is not None:
         cmd += ["--head", f"--port={head_port}", "--include-dashboard=false"]
     else:
         cmd += [f"--address={head_address}"]
     return cmd + _port_args()
 
 
-def _ignore_warning_signal() -> None:  # pragma: no cover - runs in the child before exec
-    # Slurm sends the USR2 warning to every process of the step; Ray must not die of it.
+def _child_setup() -> None:  # pragma: no cover - runs in the child before exec
+    """Slurm sends the USR2 warning to every process of the step: Ray must not die of it. And
+    Ray must not outlive this task: if the task is killed (SIGKILL, a crashed driver), the
+    kernel sends SIGTERM to `ray start --block`, which then stops its node."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 class RayNodeProcess:
@@ -130,7 +142,7 @@ class RayNodeProcess:
                 stdin=subprocess.DEVNULL,
                 env=ray_env(),
                 start_new_session=True,
-                preexec_fn=_ignore_warning_signal,
+                preexec_fn=_child_setup,
             )
 
     def alive(self) -> bool:
@@ -247,6 +259,8 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
         _wait_for_port(head, ip, port, deadline)
         _head_file(spec).write_text(json.dumps({"address": address}))
         os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": address})
+        if spec.dashboard_port is not None:  # the job API that `ray job submit` talks to
+            os.environ["RAY_API_SERVER_ADDRESS"] = f"http://{ip}:{spec.dashboard_port}"
         ray.init(address=address, logging_level=logging.WARNING)
         wait_until_registered(spec, head, deadline)
         came_up = True
@@ -285,12 +299,13 @@ def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> RayNodePr
             log_dir / f"ray_node_{rank}.log",
             temp_dir,
         )
-        # who runs this node's Ray, for operators (and tests) to find it by id, not by name
-        (spec.rendezvous_dir / f"ray_pid_{spec.attempt_id}_{rank}").write_text(str(node.proc.pid))
         settle = min(deadline, time.monotonic() + 10.0)  # a failed `ray start` exits quickly
         while node.alive() and time.monotonic() < settle:
             time.sleep(POLL_S)
         if node.alive():
+            # who runs this node's Ray, for operators (and tests) to find it by id, not by name
+            pid_file = spec.rendezvous_dir / f"ray_pid_{spec.attempt_id}_{rank}"
+            pid_file.write_text(str(node.proc.pid))
             return node
         log.warning("ray start on node %d exited (attempt %d/%d)", rank, attempt, JOIN_ATTEMPTS)
         node.stop()
@@ -317,4 +332,4 @@ def worker_node(spec: RaySpec, rank: int, log_dir: Path) -> None:
                 )
             time.sleep(POLL_S * 4)
     finally:
-        node.stop()
+        node.stop(WORKER_STOP_GRACE_S)

@@ -28,6 +28,7 @@ class DataConfig:
     eval_prompt_data: Optional[str] = None  # eval prompt file; None = held-out synthetic prompts
     num_eval_prompts: int = 64  # held-out synthetic eval prompts
     warmup_sft_steps: int = 0  # supervised warm-start steps on task solutions before RL
+    warmup_sft_lr: Optional[float] = None  # warm-start learning rate; None = 40 x algorithm.lr
 
     def validate(self) -> None:
         if self.source is DataSource.file and not self.prompt_data:
@@ -44,6 +45,8 @@ class DataConfig:
                 "is neither .jsonl nor .parquet",
                 "convert the file to JSONL or Parquet",
             )
+        if self.warmup_sft_lr is not None and self.warmup_sft_lr <= 0:
+            raise ConfigError("data.warmup_sft_lr", self.warmup_sft_lr, "must be > 0 or null")
         if self.warmup_sft_steps < 0:
             raise ConfigError("data.warmup_sft_steps", self.warmup_sft_steps, "must be >= 0")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from miles_hydra.config.backend import BackendKind
+from miles_hydra.config.layout import gpu_breakdown, total_gpus
 from miles_hydra.config.model import ModelFamily, _divisors
 from miles_hydra.config.precision import PrecisionMode
 from miles_hydra.config.speculative import SpecMode
@@ -182,15 +183,14 @@ def _check_resources(cfg: RunConfig) -> None:
             f"set cluster.gpus_per_node={p.actor_num_gpus_per_node} or use more nodes",
         )
     have = c.nodes * c.gpus_per_node
-    if p.total_gpus > have:
+    need = total_gpus(cfg)
+    if need > have:
         raise ConfigError(
             "cluster.nodes",
             c.nodes,
             f"x cluster.gpus_per_node={c.gpus_per_node} = {have} GPUs, but the layout needs "
-            f"{p.total_gpus} ({p.actor_world_size} training"
-            + ("" if p.colocate else f" + {p.total_rollout_gpus} rollout")
-            + ")",
-            f"set cluster.nodes={-(-p.total_gpus // max(c.gpus_per_node, 1))}",
+            f"{need} ({gpu_breakdown(cfg)})",
+            f"set cluster.nodes={-(-need // max(c.gpus_per_node, 1))}",
         )
 
 
@@ -229,6 +229,8 @@ def _check_local_backend(cfg: RunConfig) -> None:
 
 
 def _check_miles_backend(cfg: RunConfig) -> None:
+    from miles_hydra.miles.rules import validate_for_miles  # miles imports config: no cycle here
+
     m = cfg.model
     if not m.hf_checkpoint:
         raise ConfigError(
@@ -253,3 +255,4 @@ def _check_miles_backend(cfg: RunConfig) -> None:
             "is not a miles training recipe (Megatron trains in bf16/fp8)",
             "use precision=bf16, fp8 or int4_qat with backend=miles",
         )
+    validate_for_miles(cfg)

@@ -23,7 +23,7 @@ from typing import Any
 from miles_hydra.config import RunConfig
 from miles_hydra.engine import checkpoint
 from miles_hydra.engine.driver_parts import Actors, EvalRunner, decode_response, ray_session
-from miles_hydra.engine.metrics import MetricsLogger, read_records, rollout_metrics, spec_metrics
+from miles_hydra.engine.metrics import MetricsLogger, read_records, rollout_metrics
 from miles_hydra.engine.train_batch import RolloutBatch
 from miles_hydra.errors import ConfigError
 
@@ -66,9 +66,9 @@ class _Loop:
         self.ckpt_root = Path(cfg.checkpoint.save or run_dir / "checkpoints")
         self.actors = Actors(cfg, self.tokenizer.pad_id)
         self.evaluator = EvalRunner(cfg, self.actors, self.tokenizer, self.reward_fn, self.source)
+        self.spec_monitor = _spec_monitor(cfg)
         self.start_step, wandb_id = self._resume()
         self.logger = MetricsLogger(cfg, run_dir, self.start_step, wandb_id)
-        self.spec_monitor = _spec_monitor(cfg)
 
     # ---------------------------------------------------------------- resume
     def _resume(self) -> tuple[int, str | None]:
@@ -80,7 +80,9 @@ class _Loop:
         if ckpt is None:
             if c.load and c.load != str(self.ckpt_root):
                 raise ConfigError(
-                    "checkpoint.load", c.load, "holds no checkpoint (no step_* with driver.pt)",
+                    "checkpoint.load",
+                    c.load,
+                    "holds no checkpoint (no step_* with driver.pt)",
                     "point it at a checkpoint directory or its parent, or set it to null",
                 )
             return 0, None
@@ -89,6 +91,8 @@ class _Loop:
         self.source.load_state_dict(state["data"])
         checkpoint.set_rng_state(state["rng"])
         self.actors.set_engine_rng(state.get("engine_rng"))
+        if self.spec_monitor is not None and state.get("spec_monitor"):
+            self.spec_monitor.load_state_dict(state["spec_monitor"])
         log.info("resuming from %s at rollout %d", ckpt, state["step"])
         return int(state["step"]), state.get("wandb_id")
 
@@ -124,7 +128,20 @@ class _Loop:
             self.logger.log_eval(-1, self.evaluator.run())  # accuracy before the warm-start
         batch = self.cfg.rollout.samples_per_rollout
         start = time.perf_counter()
-        metrics = self.actors.warmup_sft(self.source.sft_examples(steps * batch), batch)
+        chunk = max(1, steps // 10)  # ten calls, so the progress bar moves
+        first = None
+        for done in range(0, steps, chunk):
+            n = min(chunk, steps - done)
+            examples = self.source.sft_examples(n * batch)
+            metrics = self.actors.warmup_sft(examples, batch, last=done + n >= steps)
+            first = metrics["warmup/sft_loss_first"] if first is None else first
+            self.logger.show(
+                {
+                    "warm-start": f"{done + n}/{steps}",
+                    "sft_loss": f"{metrics['warmup/sft_loss_last']:.3g}",
+                }
+            )
+        metrics["warmup/sft_loss_first"] = first
         metrics["perf/warmup_time"] = time.perf_counter() - start
         self.logger.log_event({"warmup/steps": steps, **metrics})
 
@@ -146,26 +163,24 @@ class _Loop:
             rollout_log_probs=[o.rollout_log_probs for o in outputs],
             rewards=rewards,
             group_size=r.n_samples_per_prompt,
-            routed_experts=[o.routed_experts for o in outputs] if self.actors.record_routing else None,
+            routed_experts=[o.routed_experts for o in outputs]
+            if self.actors.record_routing
+            else None,
         )
         metrics = rollout_metrics(rewards, lengths, [o.finished for o in outputs], batch.group_size)
-        metrics.update(
-            spec_metrics(
-                [o.spec_draft_tokens for o in outputs],
-                [o.spec_accepted_tokens for o in outputs],
-                [o.spec_verify_steps for o in outputs],
-                lengths,
-            )
-        )
+        if self.spec_monitor is not None:  # acceptance metrics and the collapse alert
+            from miles_hydra.engine.spec_monitor import SpecStats
+
+            metrics.update(self.spec_monitor.update(SpecStats.from_outputs(outputs), rollout_id))
         metrics["perf/rollout_time"] = rollout_time
-        metrics["perf/tokens_per_gpu_per_sec"] = sum(lengths) / rollout_time / cfg.backend.num_engines
+        metrics["perf/tokens_per_gpu_per_sec"] = (
+            sum(lengths) / rollout_time / cfg.backend.num_engines
+        )
         metrics.update(self.actors.train(rollout_id, batch))
         metrics["perf/update_weights_time"] = self.actors.sync_weights()
         done = rollout_id + 1
         if r.eval_interval and (done % r.eval_interval == 0 or done == r.num_rollout):
             self.logger.log_eval(done, self.evaluator.run())
-        if self.spec_monitor is not None and "rollout/spec_accept_length" in metrics:
-            metrics.update(self.spec_monitor(rollout_id, metrics["rollout/spec_accept_length"]))
         metrics["perf/step_time"] = time.perf_counter() - start
         self.logger.log_rollout(rollout_id, metrics)
 
@@ -181,9 +196,14 @@ class _Loop:
             "rng": checkpoint.rng_state(),
             "engine_rng": self.actors.engine_rng(),
             "wandb_id": self.logger.wandb_id,
+            "spec_monitor": None if self.spec_monitor is None else self.spec_monitor.state_dict(),
         }
         path = checkpoint.save(
-            self.ckpt_root, done, state, self.actors.save_trainer_part, self.cfg.checkpoint.keep_last
+            self.ckpt_root,
+            done,
+            state,
+            self.actors.save_trainer_part,
+            self.cfg.checkpoint.keep_last,
         )
         log.info("checkpoint %s (%.1fs)", path, time.perf_counter() - start)
 
@@ -201,14 +221,9 @@ class _Loop:
 
 
 def _spec_monitor(cfg: RunConfig) -> Any:
-    """The acceptance-drop alert of ``miles_hydra.engine.spec_monitor`` when speculation is on."""
+    """``spec_monitor.SpecMonitor`` (acceptance metrics, drop alert) when speculation is on."""
     if not cfg.speculative.enabled:
         return None
-    try:
-        from miles_hydra.engine.spec_monitor import AcceptanceMonitor
-    except ImportError:
-        return None
-    monitor = AcceptanceMonitor(cfg.speculative.accept_drop_alert)
-    return lambda step, accept_length: monitor.update(step, accept_length)
+    from miles_hydra.engine.spec_monitor import SpecMonitor
 
-
+    return SpecMonitor.from_config(cfg.speculative)

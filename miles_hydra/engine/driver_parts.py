@@ -33,6 +33,9 @@ def ray_session(cfg: RunConfig) -> Iterator[None]:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        # Ray nices workers to 15 by default; our actors are the job itself, not background
+        # work, and would starve next to any other busy process on the machine.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
     try:
         yield
@@ -115,8 +118,8 @@ class Actors:
     def train(self, rollout_id: int, batch: Any) -> dict[str, float]:
         return get(self.trainer.train.remote(rollout_id, batch), what="training step")
 
-    def warmup_sft(self, examples: list[Any], batch_size: int) -> dict[str, float]:
-        return get(self.trainer.warmup_sft.remote(examples, batch_size), what="warm-start")
+    def warmup_sft(self, examples: list[Any], batch_size: int, last: bool) -> dict[str, float]:
+        return get(self.trainer.warmup_sft.remote(examples, batch_size, last), what="warm-start")
 
     def sync_weights(self) -> float:
         """Push the trainer's weights (incl. the draft head) to every engine; seconds taken."""
@@ -142,7 +145,9 @@ class Actors:
     def set_engine_rng(self, states: list[Any] | None) -> None:
         if not states or len(states) != len(self.engines):
             return
-        refs = [e.__ray_call__.remote(_set_generator_state, s) for e, s in zip(self.engines, states)]
+        refs = [
+            e.__ray_call__.remote(_set_generator_state, s) for e, s in zip(self.engines, states)
+        ]
         get(refs, what="restoring engine RNG states")
 
 
@@ -204,7 +209,9 @@ class EvalRunner:
 
     def run(self) -> dict[str, float]:
         r = self.cfg.rollout
-        prompts = [p for p in self.source.eval_prompts() for _ in range(r.n_samples_per_eval_prompt)]
+        prompts = [
+            p for p in self.source.eval_prompts() for _ in range(r.n_samples_per_eval_prompt)
+        ]
         if not prompts:
             return {}
         start = time.perf_counter()
@@ -218,6 +225,7 @@ class EvalRunner:
         return {
             f"eval/{self.name}": sum(rewards) / len(rewards),
             f"eval/{self.name}/response_len/mean": sum(lengths) / len(lengths),
-            f"eval/{self.name}-truncated_ratio": sum(not o.finished for o in outputs) / len(outputs),
+            f"eval/{self.name}-truncated_ratio": sum(not o.finished for o in outputs)
+            / len(outputs),
             "perf/eval_time": time.perf_counter() - start,
         }

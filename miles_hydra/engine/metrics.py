@@ -65,21 +65,6 @@ def rollout_metrics(
     return out
 
 
-def spec_metrics(
-    draft_tokens: list[int], accepted_tokens: list[int], verify_steps: list[int], lengths: list[int]
-) -> dict[str, float]:
-    """``rollout/spec_accept_rate`` (per sample accepted/drafted, averaged) and
-    ``rollout/spec_accept_length`` (per sample completion tokens / verify steps, averaged)."""
-    rates = [a / d for a, d in zip(accepted_tokens, draft_tokens) if d > 0]
-    accept_lengths = [n / v for n, v in zip(lengths, verify_steps) if v > 0]
-    if not rates and not accept_lengths:
-        return {}
-    return {
-        "rollout/spec_accept_rate": float(np.mean(rates)) if rates else 0.0,
-        "rollout/spec_accept_length": float(np.mean(accept_lengths)) if accept_lengths else 0.0,
-    }
-
-
 def truncate_records(path: Path, start_step: int) -> None:
     """Drop records a killed run wrote after its last checkpoint (``step >= start_step`` and
     ``eval/step > start_step``) so that a resumed run repeats and loses nothing."""
@@ -163,6 +148,11 @@ class MetricsLogger:
             self.bar.set_postfix(self.postfix)
         if self.wandb_run is not None:
             self.wandb_run.log(record)
+
+    def show(self, status: dict[str, str]) -> None:
+        """Transient status on the progress bar (e.g. warm-start progress); not logged."""
+        if self.bar is not None:
+            self.bar.set_postfix({**self.postfix, **status})
 
     def log_event(self, record: dict[str, Any]) -> None:
         """A record outside the rollout loop (e.g. the supervised warm-start summary)."""

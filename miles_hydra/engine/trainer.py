@@ -24,22 +24,36 @@ from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import AdvantageEstimator, Optimizer
 from miles_hydra.config.speculative import SpecMode
 from miles_hydra.engine import algo, checkpoint
+from miles_hydra.engine.draft import mtp_loss, mtp_loss_scale
 from miles_hydra.engine.models import build_policy, load_policy_weights, save_checkpoint_dir
 from miles_hydra.engine.train_batch import (
     PackedBatch,
     RolloutBatch,
-    masked_mean,
     pack,
     sft_batch,
     split_indices,
 )
 from miles_hydra.engine.trainer_parts import (
     Critic,
+    check_finite,
     lr_lambda,
+    pad_to,
     policy_loss_config,
+    rollout_log,
     routing_context,
+    rows_of,
+    select_routed,
 )
 from miles_hydra.errors import TrainingError
+
+SFT_LR_FACTOR = 40.0  # warm-start LR / RL LR when data.warmup_sft_lr is not set
+
+
+def warmup_sft_lr(cfg: RunConfig) -> float:
+    """LR of the supervised warm-start: ``data.warmup_sft_lr`` when set, else ``SFT_LR_FACTOR x algorithm.lr`` (supervised steps take a far larger LR than RL;
+    tiny_dense: 2e-3 vs 5e-5)."""
+    explicit = cfg.data.warmup_sft_lr
+    return float(explicit) if explicit else SFT_LR_FACTOR * cfg.algorithm.lr
 
 
 def resolve_device(name: str) -> str:
@@ -79,6 +93,7 @@ class TrainerActor:
         )
         self.loss_config = policy_loss_config(cfg.algorithm)
         self.global_step = 0
+        self._sft_optimizer: Optional[torch.optim.Optimizer] = None
 
     # ----------------------------------------------------------------- set-up helpers
     def _make_optimizer(self, params: Any) -> torch.optim.Optimizer:
@@ -141,22 +156,22 @@ class TrainerActor:
             for chunk in chunks:
                 index = chunk + offset
                 mb = packed.select(index).to(self.device)
-                routed = _select_routed(batch, index)
+                routed = select_routed(batch, index)
                 start = time.perf_counter()
                 routing: dict[str, float] = {}
                 old, _ = self._log_probs(self.policy, mb, routed, routing)
-                out["log_probs"].append(_pad_to(old.cpu(), packed.loss_mask.shape[1]))
+                out["log_probs"].append(pad_to(old.cpu(), packed.loss_mask.shape[1]))
                 for key, value in routing.items():  # weighted by samples for the mean
                     mismatch[key] += value * len(index) / len(batch)
                 timings["perf/log_probs_time"] += time.perf_counter() - start
                 if self.ref is not None:
                     start = time.perf_counter()
                     ref, _ = self._log_probs(self.ref, mb, None)
-                    out["ref_log_probs"].append(_pad_to(ref.cpu(), packed.loss_mask.shape[1]))
+                    out["ref_log_probs"].append(pad_to(ref.cpu(), packed.loss_mask.shape[1]))
                     timings["perf/ref_log_probs_time"] += time.perf_counter() - start
                 if self.critic is not None:
                     values = self.critic.values(mb, routed)
-                    out["values"].append(_pad_to(values.cpu(), packed.loss_mask.shape[1]))
+                    out["values"].append(pad_to(values.cpu(), packed.loss_mask.shape[1]))
             offset += sum(len(c) for c in chunks)
         result = {key: torch.cat(parts) for key, parts in out.items()}
         mask = packed.loss_mask.bool()
@@ -179,7 +194,7 @@ class TrainerActor:
         a = self.cfg.algorithm
         old = packed.rollout_log_probs if a.use_rollout_logprobs else fwd["log_probs"]
         adv, returns = self._advantages(packed, batch, old, fwd)
-        metrics: dict[str, float] = self._rollout_log(packed, fwd, adv, returns)
+        metrics: dict[str, float] = rollout_log(packed, fwd, adv, returns, self._normalized_rewards)
         metrics.update({k: float(v) for k, v in fwd.items() if k.startswith(("perf/", "train/"))})
         train_start = time.perf_counter()
         step_metrics = []
@@ -249,7 +264,7 @@ class TrainerActor:
         sums: dict[str, float] = defaultdict(float)
         for rows in index:
             mb = packed.select(rows).to(self.device)
-            routed = _select_routed(batch, rows)
+            routed = select_routed(batch, rows)
             t = mb.loss_mask.shape[1]
             log_probs, hidden = self._log_probs(self.policy, mb, routed)
             entropy = algo.token_entropy(self._response_logits(self.policy, hidden, mb))
@@ -262,22 +277,23 @@ class TrainerActor:
                 loss_mask=mb.loss_mask,
                 config=self.loss_config,
                 rollout_log_probs=mb.rollout_log_probs,
-                ref_log_probs=_rows(fwd, "ref_log_probs", rows, t, self.device),
+                ref_log_probs=rows_of(fwd, "ref_log_probs", rows, t, self.device),
                 entropy=entropy,
                 num_samples=num_samples,
                 num_tokens=num_tokens,
             )
             if self.mtp_online:
                 mtp, mtp_m = self._mtp_loss(hidden, mb)
-                loss = loss + mtp * self.cfg.speculative.mtp_loss_scaling_factor
+                loss = loss + mtp * mtp_loss_scale(self.cfg.speculative)
                 for key, value in mtp_m.items():
                     sums[key] += float(value) * len(rows) / num_samples
-            self._check_finite(loss, rollout_id, m)
+            check_finite(loss, rollout_id, m)
             loss.backward()
             if self.critic is not None:
-                v_loss, v_m = self.critic.loss(mb, routed, fwd["values"][rows, :t], returns[rows, :t],
-                                               num_samples, num_tokens)
-                self._check_finite(v_loss, rollout_id, v_m)
+                v_loss, v_m = self.critic.loss(
+                    mb, routed, fwd["values"][rows, :t], returns[rows, :t], num_samples, num_tokens
+                )
+                check_finite(v_loss, rollout_id, v_m)
                 v_loss.backward()
                 m.update(v_m)
             for key, value in m.items():
@@ -290,7 +306,7 @@ class TrainerActor:
             raise TrainingError(
                 f"non-finite gradient norm ({float(grad_norm)}) at rollout {rollout_id}: "
                 "the weights were not updated and the last good checkpoint is kept; "
-                "lower algorithm.lr or raise algorithm.clip_grad's strictness"
+                "lower algorithm.lr or algorithm.clip_grad"
             )
         sums["train/grad_norm"] = float(grad_norm)
         sums["train/lr-pg_0"] = self.optimizer.param_groups[0]["lr"]
@@ -302,53 +318,23 @@ class TrainerActor:
         return dict(sums)
 
     def _mtp_loss(self, hidden: torch.Tensor, mb: PackedBatch) -> tuple[torch.Tensor, dict]:
-        from miles_hydra.engine.draft import mtp_loss
-
+        """Depth-1 MTP loss on response tokens; only draft parameters get its gradient."""
         return mtp_loss(self.policy.draft, self.policy.lm, hidden, mb.input_ids, mb.seq_loss_mask)
-
-    @staticmethod
-    def _check_finite(loss: torch.Tensor, rollout_id: int, metrics: dict[str, Any]) -> None:
-        if torch.isfinite(loss):
-            return
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
-        raise TrainingError(
-            f"non-finite loss ({float(loss)}) at rollout {rollout_id} ({parts}): training "
-            "stopped before the optimizer step, the last good checkpoint is kept; lower "
-            "algorithm.lr, raise algorithm.clip_grad's strictness or check the rewards"
-        )
-
-    def _rollout_log(
-        self, packed: PackedBatch, fwd: dict[str, Any], adv: torch.Tensor, returns: torch.Tensor
-    ) -> dict[str, float]:
-        """miles ``log_rollout_data``: mask-weighted per-sample means of the rollout tensors."""
-        mask = packed.loss_mask
-        out = {
-            "rollout/log_probs": masked_mean(fwd["log_probs"], mask),
-            "rollout/rollout_log_probs": masked_mean(packed.rollout_log_probs, mask),
-            "rollout/advantages": masked_mean(adv, mask),
-            "rollout/returns": masked_mean(returns, mask),
-            "rollout/rewards": float(self._normalized_rewards.mean()),
-            "rollout/response_lengths": float(mask.sum(-1).mean()),
-            "rollout/total_lengths": float(packed.lengths.float().mean()),
-        }
-        if "ref_log_probs" in fwd:
-            out["rollout/ref_log_probs"] = masked_mean(fwd["ref_log_probs"], mask)
-            diff = (fwd["log_probs"] - fwd["ref_log_probs"]).abs() * mask
-            out["rollout/ref_logprob_abs_diff_max"] = float(diff.max())
-        if "values" in fwd:
-            out["rollout/values"] = masked_mean(fwd["values"], mask)
-        return out
 
     # ----------------------------------------------------------------- warm-start, sync, I/O
     def warmup_sft(
-        self, examples: list[tuple[list[int], list[int]]], batch_size: int
+        self, examples: list[tuple[list[int], list[int]]], batch_size: int, last: bool = True
     ) -> dict[str, float]:
         """Supervised warm-start: CE on solution tokens (plus the MTP loss for a draft head,
-        so a frozen ``mtp`` draft starts useful); a fresh Adam, discarded afterwards."""
+        so a frozen ``mtp`` draft starts useful) with an Adam at ``warmup_sft_lr`` that lives
+        across calls until the ``last`` one (the driver calls in chunks to show progress)."""
         params = [p for p in self.policy.parameters()]
         if self.policy.draft is not None:
             self.policy.draft.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=self.cfg.algorithm.lr, weight_decay=0.0)
+        if self._sft_optimizer is None:
+            self._sft_optimizer = torch.optim.AdamW(
+                params, lr=warmup_sft_lr(self.cfg), weight_decay=0.0
+            )
         losses, mtp_losses = [], []
         for chunk in split_indices(len(examples), batch_size):
             mb = sft_batch([examples[i] for i in chunk], self.pad_id).to(self.device)
@@ -362,15 +348,17 @@ class TrainerActor:
                 mtp, _ = self._mtp_loss(hidden, mb)
                 mtp_losses.append(mtp.item())
                 loss = loss + mtp
-            self._check_finite(loss, -1, {"warmup/sft_loss": loss.detach()})
-            opt.zero_grad(set_to_none=True)
+            check_finite(loss, -1, {"warmup/sft_loss": loss.detach()})
+            self._sft_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.cfg.algorithm.clip_grad)
-            opt.step()
-        if self.policy.draft is not None and not self.mtp_online:
-            self.policy.draft.requires_grad_(False)
-        if self.ref is not None:
-            self._copy_to_ref()  # the RL reference is the warm-started policy
+            self._sft_optimizer.step()
+        if last:
+            self._sft_optimizer = None
+            if self.policy.draft is not None and not self.mtp_online:
+                self.policy.draft.requires_grad_(False)
+            if self.ref is not None:
+                self._copy_to_ref()  # the RL reference is the warm-started policy
         out = {"warmup/sft_loss_first": losses[0], "warmup/sft_loss_last": losses[-1]}
         if mtp_losses:
             out["warmup/mtp_loss_last"] = mtp_losses[-1]
@@ -414,19 +402,3 @@ class TrainerActor:
         """Set one weight to NaN (tests of the NaN/Inf guard only)."""
         with torch.no_grad():
             next(self.policy.lm.parameters()).fill_(math.nan)
-
-
-def _select_routed(batch: RolloutBatch, rows: torch.Tensor) -> Any:
-    if batch.routed_experts is None:
-        return None
-    return [batch.routed_experts[int(i)] for i in rows]
-
-
-def _rows(fwd: dict[str, Any], key: str, rows: torch.Tensor, t: int, device: str) -> Any:
-    return fwd[key][rows, :t].to(device) if key in fwd else None
-
-
-def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.nn.functional.pad(x, (0, width - x.shape[1])) if x.shape[1] < width else x
-
-

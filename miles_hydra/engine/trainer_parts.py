@@ -15,8 +15,8 @@ from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import AlgorithmConfig, CorrectionKind
 from miles_hydra.engine import algo
 from miles_hydra.engine.models import PolicyModel
-from miles_hydra.engine.train_batch import PackedBatch
-from miles_hydra.errors import ConfigError
+from miles_hydra.engine.train_batch import PackedBatch, RolloutBatch, masked_mean
+from miles_hydra.errors import ConfigError, TrainingError
 
 
 def policy_loss_config(a: AlgorithmConfig) -> algo.PolicyLossConfig:
@@ -189,5 +189,60 @@ def _moe_layers_only(lm: nn.Module, routed: Any, num_moe: int) -> Any:
     ``[T, num_moe_layers, K]`` columns of the MoE layers only."""
     if routed is None or routed.shape[1] == num_moe:
         return routed
-    moe = [i for i, layer in enumerate(lm.model.layers) if hasattr(getattr(layer, "mlp", None), "gate")]
+    moe = [
+        i for i, layer in enumerate(lm.model.layers) if hasattr(getattr(layer, "mlp", None), "gate")
+    ]
     return routed[:, moe]
+
+
+def check_finite(loss: torch.Tensor, rollout_id: int, metrics: dict[str, Any]) -> None:
+    """TrainingError for a NaN/Inf loss, before backward and the optimizer step."""
+    if torch.isfinite(loss):
+        return
+    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
+    raise TrainingError(
+        f"non-finite loss ({float(loss)}) at rollout {rollout_id} ({parts}): training "
+        "stopped before the optimizer step, the last good checkpoint is kept; lower "
+        "algorithm.lr or algorithm.clip_grad, or check the rewards"
+    )
+
+
+def rollout_log(
+    packed: PackedBatch,
+    fwd: dict[str, Any],
+    adv: torch.Tensor,
+    returns: torch.Tensor,
+    normalized_rewards: torch.Tensor,
+) -> dict[str, float]:
+    """miles ``log_rollout_data``: mask-weighted per-sample means of the rollout tensors."""
+    mask = packed.loss_mask
+    out = {
+        "rollout/log_probs": masked_mean(fwd["log_probs"], mask),
+        "rollout/rollout_log_probs": masked_mean(packed.rollout_log_probs, mask),
+        "rollout/advantages": masked_mean(adv, mask),
+        "rollout/returns": masked_mean(returns, mask),
+        "rollout/rewards": float(normalized_rewards.mean()),
+        "rollout/response_lengths": float(mask.sum(-1).mean()),
+        "rollout/total_lengths": float(packed.lengths.float().mean()),
+    }
+    if "ref_log_probs" in fwd:
+        out["rollout/ref_log_probs"] = masked_mean(fwd["ref_log_probs"], mask)
+        diff = (fwd["log_probs"] - fwd["ref_log_probs"]).abs() * mask
+        out["rollout/ref_logprob_abs_diff_max"] = float(diff.max())
+    if "values" in fwd:
+        out["rollout/values"] = masked_mean(fwd["values"], mask)
+    return out
+
+
+def select_routed(batch: RolloutBatch, rows: torch.Tensor) -> Any:
+    if batch.routed_experts is None:
+        return None
+    return [batch.routed_experts[int(i)] for i in rows]
+
+
+def rows_of(fwd: dict[str, Any], key: str, rows: torch.Tensor, t: int, device: str) -> Any:
+    return fwd[key][rows, :t].to(device) if key in fwd else None
+
+
+def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1])) if x.shape[1] < width else x

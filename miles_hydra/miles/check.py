@@ -29,6 +29,7 @@ class CheckReport:
     flag_problems: list[FlagProblem] = field(default_factory=list)  # table-check findings
     oracle: Optional[OracleResult] = None  # miles' own verdict; None if no miles available
     mismatches: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # key: (plan, miles)
+    compared: int = 0  # derived values compared with the plan
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,8 @@ class CheckReport:
             lines.append(f"miles parser: ok ({self.oracle.seconds:.2f} s)")
             for key, (ours, theirs) in sorted(self.mismatches.items()):
                 lines.append(f"  derived {key}: plan {ours!r} != miles {theirs!r}")
+            if not self.mismatches:
+                lines.append(f"  all {self.compared} derived values match the plan")
         lines.append("check: " + ("PASSED" if self.ok else "FAILED"))
         return "\n".join(lines)
 
@@ -66,7 +69,9 @@ def check_with_oracle(
         return report
     report.oracle = parse_many({"check": cmd.argv}, python=python).results[0]
     if report.oracle.ok:
-        report.mismatches = compare(plan_values(cfg), report.oracle.derived)
+        planned = plan_values(cfg)
+        report.mismatches = compare(planned, report.oracle.derived)
+        report.compared = len(planned)
     return report
 
 

@@ -1,7 +1,9 @@
 """Preset combinations for backend=miles: the golden files and the oracle run over these.
 
-Every model preset meets every parallelism preset once (9 x 7 pairs); algorithm, speculative
-and precision presets rotate over the pairs so each option meets many models and layouts.
+Every model preset meets every parallelism preset once (9 x 7 pairs, on prompt files with a
+miles reward); algorithm, speculative and precision presets rotate over the pairs so each
+option meets many models and layouts. A few more combinations run synthetic tasks (our
+prompt files under <run_dir>/data, our task and custom rewards).
 Pairs our validation refuses (EP on a dense model, MTP draft on a model without MTP heads, ...)
 stay in ``refused`` with the reason; the rest are ``valid``. Composition is real Hydra.
 """
@@ -67,6 +69,37 @@ BASE_OVERRIDES = (
     "experiment_name=golden",
     "output_root=/runs",
 )
+# Synthetic tasks on miles (prompt files written into <run_dir>/data by the job, our rewards).
+SYNTHETIC_BASE = ("backend=miles", "experiment_name=golden", "output_root=/runs")
+SYNTHETIC_COMBOS = {  # name -> overrides after SYNTHETIC_BASE
+    # the headline command: conf defaults data=arithmetic reward=task rollout=default
+    "synthetic__qwen3_30b_a3b__tp4_ep8_2node__grpo__mtp_online__fp8": (
+        "model=qwen3_30b_a3b",
+        "parallelism=tp4_ep8_2node",
+        "precision=fp8",
+        "speculative=mtp_online",
+        "algorithm=grpo",
+    ),
+    # colocated PPO (rollout GPUs = actor + critic), sorting task, miles-scale rollouts
+    "synthetic__qwen3_8b__tp2__ppo__none__bf16": (
+        "model=qwen3_8b",
+        "parallelism=tp2",
+        "precision=bf16",
+        "algorithm=ppo",
+        "data=sorting",
+        "rollout=large",
+    ),
+    # your reward on a synthetic task, merged into one inline YAML with the MIS settings
+    "synthetic__qwen3_4b__tp2__grpo_mis__none__bf16": (
+        "model=qwen3_4b",
+        "parallelism=tp2",
+        "precision=bf16",
+        "algorithm=grpo_mis",
+        "data=countdown",
+        "reward=custom",
+        "reward.custom_rm_path=my_pkg.rewards:score",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -74,10 +107,17 @@ class Combo:
     """One preset combination."""
 
     name: str  # file-name-safe id, e.g. qwen3_4b__tp2__grpo_tis__none__fp8
-    overrides: tuple[str, ...]  # Hydra overrides after BASE_OVERRIDES
+    overrides: tuple[str, ...]  # Hydra overrides after `base`
+    base: tuple[str, ...] = BASE_OVERRIDES  # what this combination shares with its family
 
 
 def all_combos() -> list[Combo]:
+    """The 63 grid combinations, then the synthetic-task ones."""
+    synthetic = [Combo(name, o, SYNTHETIC_BASE) for name, o in SYNTHETIC_COMBOS.items()]
+    return grid_combos() + synthetic
+
+
+def grid_combos() -> list[Combo]:
     """The 63 model x parallelism pairs with rotating algorithm / speculative / precision."""
     combos = []
     for i, model in enumerate(MODELS):
@@ -148,7 +188,7 @@ def compose_many(
 
 def split_valid(combos: list[Combo]) -> tuple[dict[str, RunConfig], dict[str, ConfigError]]:
     """(valid RunConfigs, refused ConfigErrors), keyed by combo name."""
-    composed = compose_many({c.name: c.overrides for c in combos})
+    composed = compose_many({c.name: (*c.base, *c.overrides) for c in combos}, base=False)
     valid = {k: v.run for k, v in composed.items() if v.error is None}
     refused = {k: v.error for k, v in composed.items() if v.error is not None}
     return valid, refused
@@ -158,7 +198,7 @@ def golden_text(combo: Combo, entry: str, argv: list[str], env: dict[str, str]) 
     """The golden file of one combination: overrides, env, entry, one flag (+ values) per line."""
     lines = [
         f"# combo: {' '.join(combo.overrides)}",
-        f"# base: {' '.join(BASE_OVERRIDES)}",
+        f"# base: {' '.join(combo.base)}",
         f"# regenerate: {REGEN_COMMAND}",
         "env:",
         *(f"  {key}={shlex.quote(value)}" for key, value in sorted(env.items())),

@@ -11,18 +11,25 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from miles_hydra.config.algorithm import AdvantageEstimator, CorrectionKind
-from miles_hydra.config.data import DataSource
+from miles_hydra.config.algorithm import AdvantageEstimator, CorrectionKind, LossAggregation
+from miles_hydra.config.layout import rollout_gpus
+from miles_hydra.config.logging import Tracker
+from miles_hydra.config.precision import PrecisionMode
 from miles_hydra.config.run import RunConfig
 from miles_hydra.config.speculative import SpecMode
-from miles_hydra.errors import ConfigError
 from miles_hydra.miles import sections
+from miles_hydra.miles.dataset import PLACEHOLDER_RUN_DIR
 from miles_hydra.miles.model_args import model_args
+from miles_hydra.miles.rules import SECRET_ENV_KEYS, validate_for_miles
 
-# Secrets reach the job only through the environment of the processes that run it.
-SECRET_ENV_KEYS = ("WANDB_API_KEY",)
-# miles' built-in reward functions that our reward.rm_type names map onto one-to-one.
-MILES_RM_TYPES = ("math", "dapo", "deepscaler", "f1", "gpqa", "remote_rm")
+__all__ = [
+    "MilesCommand",
+    "compile_miles",
+    "job_env",
+    "plan_values",
+    "secret_env",
+    "validate_for_miles",
+]
 
 
 @dataclass(frozen=True)
@@ -36,16 +43,21 @@ class MilesCommand:
 
 
 def compile_miles(cfg: RunConfig, run_dir: Optional[str] = None) -> MilesCommand:
-    """The miles command for `cfg`; raises ConfigError for what miles cannot run."""
+    """The miles command for `cfg`; raises ConfigError for what miles cannot run.
+
+    Paths under the job's run directory (checkpoints, a synthetic task's prompt files) start
+    with ``run_dir``, or with the ``<run_dir>`` placeholder where it is not known yet (plan).
+    """
     validate_for_miles(cfg)
-    run_dir = run_dir or f"{cfg.output_root}/{cfg.experiment_name}"
+    run_dir = run_dir or PLACEHOLDER_RUN_DIR
     argv = [
         *model_args(cfg.model),
         *sections.checkpoint_args(cfg, run_dir),
-        *sections.data_args(cfg),
+        *sections.data_args(cfg, run_dir),
         *sections.rollout_args(cfg),
-        *sections.eval_args(cfg),
+        *sections.eval_args(cfg, run_dir),
         *sections.algorithm_args(cfg),
+        *sections.custom_config_args(cfg),
         *sections.optimizer_args(cfg),
         *sections.parallelism_args(cfg),
         *sections.recipe_args(cfg),
@@ -71,14 +83,6 @@ def job_env(cfg: RunConfig) -> dict[str, str]:
     }
     env.update(cfg.precision.env)  # FP8 block scaling / INT4 QAT switches
     env.update(b.env)
-    for key in SECRET_ENV_KEYS:
-        if key in env:
-            raise ConfigError(
-                f"backend.env.{key}",
-                "<redacted>",
-                "must not be in the config",
-                f"export {key} in your environment; the job inherits it",
-            )
     return {k: str(v) for k, v in env.items()}
 
 
@@ -87,80 +91,71 @@ def secret_env(cmd: MilesCommand) -> dict[str, str]:
     return {k: os.environ[k] for k in cmd.secret_env_keys if os.environ.get(k)}
 
 
-def validate_for_miles(cfg: RunConfig) -> None:
-    """Rules only backend=miles has (run before anything is submitted)."""
-    if cfg.data.source is DataSource.synthetic:
-        raise ConfigError(
-            "data",
-            cfg.data.name,
-            "is a synthetic task of the local engine; miles reads prompt files",
-            "use data=jsonl data.prompt_data=<file.jsonl> with backend=miles",
-        )
-    if cfg.reward.rm_type not in (*MILES_RM_TYPES, "custom"):
-        raise ConfigError(
-            "reward.rm_type",
-            cfg.reward.rm_type,
-            "has no miles equivalent",
-            f"use one of {', '.join(MILES_RM_TYPES)} or reward=custom",
-        )
-    if cfg.rollout.eval_interval is not None and not cfg.data.eval_prompt_data:
-        raise ConfigError(
-            "rollout.eval_interval",
-            cfg.rollout.eval_interval,
-            "needs data.eval_prompt_data with backend=miles (miles evaluates prompt files)",
-            "set data.eval_prompt_data=<file.jsonl> or rollout.eval_interval=null",
-        )
-    a = cfg.algorithm
-    if (
-        cfg.rollout.async_training
-        and not a.use_rollout_logprobs
-        and a.correction.kind is CorrectionKind.none
-    ):
-        raise ConfigError(
-            "rollout.async_training",
-            True,
-            "trains one step off-policy; miles train_async.py needs an off-policy correction",
-            "set algorithm.correction=tis (or algorithm.use_rollout_logprobs=true)",
-        )
-
-
 def plan_values(cfg: RunConfig) -> dict[str, Any]:
-    """What miles must derive from our argv, computed from our config alone."""
-    p, r, a, s = cfg.parallelism, cfg.rollout, cfg.algorithm, cfg.speculative
-    return {
-        "rollout_num_gpus": rollout_gpus(cfg),
+    """What miles must derive from our argv, computed from our config alone (mode=check and
+    the oracle tests compare every key with miles' parsed args)."""
+    p, r, s = cfg.parallelism, cfg.rollout, cfg.speculative
+    values = {
+        "rollout_num_gpus": rollout_gpus(cfg),  # colocated ppo adds the critic's GPUs
         "world_size": p.actor_world_size,
         "data_parallel_size": p.data_parallel_size,
         "global_batch_size": r.effective_global_batch_size,
+        "num_steps_per_rollout": r.num_steps_per_rollout,
+        "rollout_batch_size": r.rollout_batch_size,
+        "n_samples_per_prompt": r.n_samples_per_prompt,
+        "num_rollout": r.num_rollout,
+        "eval_interval": r.eval_interval,
         "sglang_tp_size": p.rollout_num_gpus_per_engine,
-        "eps_clip_high": a.clip_high,
+        "rollout_num_gpus_per_engine": p.rollout_num_gpus_per_engine,
         "offload_train": p.colocate,
         "offload_rollout": p.colocate,
         "colocate": p.colocate,
         "tensor_model_parallel_size": p.tensor_model_parallel_size,
         "pipeline_model_parallel_size": p.pipeline_model_parallel_size,
+        "context_parallel_size": p.context_parallel_size,
         "expert_model_parallel_size": p.expert_model_parallel_size,
         "expert_tensor_parallel_size": p.etp,
-        "use_critic": a.advantage_estimator is AdvantageEstimator.ppo,
-        "use_kl_loss": a.use_kl_loss,
-        "use_tis": a.correction.kind is not CorrectionKind.none,
-        "use_routing_replay": a.use_rollout_routing_replay,
+        "sequence_parallel": p.sequence_parallel,
+        "use_dynamic_batch_size": p.use_dynamic_batch_size,
+        **_algorithm_values(cfg),
         "enable_mtp_training": s.mode is SpecMode.mtp_online,
         "mtp_num_layers": s.mtp_num_layers if s.mode is SpecMode.mtp_online else None,
         "sglang_speculative_algorithm": s.algorithm if s.enabled else None,
         "bf16": True,
+        "fp8": cfg.precision.fp8_format if cfg.precision.mode is PrecisionMode.fp8 else None,
+        "use_wandb": cfg.logging.tracker is Tracker.wandb,
+    }
+    if p.use_dynamic_batch_size:
+        values["max_tokens_per_gpu"] = p.max_tokens_per_gpu
+    else:
+        values["micro_batch_size"] = p.micro_batch_size
+    if s.enabled:
+        values["sglang_speculative_num_steps"] = s.num_steps
+        values["sglang_speculative_eagle_topk"] = s.eagle_topk
+        values["sglang_speculative_num_draft_tokens"] = s.draft_tokens
+    return values
+
+
+def _algorithm_values(cfg: RunConfig) -> dict[str, Any]:
+    a = cfg.algorithm
+    values = {
+        "advantage_estimator": a.advantage_estimator.value,
+        "eps_clip": a.eps_clip,
+        "eps_clip_high": a.clip_high,
+        "use_critic": a.advantage_estimator is AdvantageEstimator.ppo,
+        "use_kl_loss": a.use_kl_loss,
+        "kl_loss_coef": a.kl_loss_coef,
+        "kl_coef": a.kl_coef,
+        "use_tis": a.correction.kind is not CorrectionKind.none,
+        "use_rollout_logprobs": a.use_rollout_logprobs,
+        "use_routing_replay": a.use_rollout_routing_replay,
+        "use_rollout_routing_replay": a.use_rollout_routing_replay,
+        "calculate_per_token_loss": a.loss_aggregation is LossAggregation.token_mean,
         "use_distributed_optimizer": a.optimizer.value == "adam",
+        "optimizer": a.optimizer.value,
         "lr": a.lr,
     }
-
-
-def rollout_gpus(cfg: RunConfig) -> int:
-    """miles' rollout_num_gpus: under --colocate with ppo it adds the critic's GPUs.
-
-    miles_validate_args: colocate => rollout_num_gpus = actor GPUs (+ critic GPUs, = actor
-    layout, when use_critic). The placement group then holds max(actor, rollout) bundles, so a
-    colocated PPO job asks Ray for twice the actor GPUs.
-    """
-    p = cfg.parallelism
-    ppo = cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo
-    return p.total_rollout_gpus + (p.actor_world_size if p.colocate and ppo else 0)
+    if a.correction.kind in (CorrectionKind.tis, CorrectionKind.icepop):
+        values["tis_clip"] = a.correction.upper
+        values["tis_clip_low"] = a.correction.lower_bound
+    return values

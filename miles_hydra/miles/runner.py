@@ -3,7 +3,8 @@
     ray job submit --no-wait --address A --submission-id S --runtime-env-json '{"env_vars": ...}'
         -- python3 /root/miles/train.py <argv>
 
-then ``ray job logs --follow`` streams the driver's output into ``<run_dir>/miles_job.log``, and
+after writing a synthetic task's prompts to ``<run_dir>/data`` (dataset.py); then
+``ray job logs --follow`` streams the driver's output into ``<run_dir>/miles_job.log``, and
 the job's final status gives our exit status (the entry point's own exit code when it failed).
 SIGTERM/SIGINT (Slurm cancel, Ctrl-C) or :meth:`MilesJob.stop` run ``ray job stop`` for this
 submission id only; nothing is ever killed by name.
@@ -32,6 +33,7 @@ from typing import Any, Optional
 from miles_hydra.config.run import RunConfig
 from miles_hydra.errors import ClusterError, TrainingError
 from miles_hydra.miles.compile import MilesCommand, compile_miles
+from miles_hydra.miles.dataset import num_train_prompts, write_prompt_files
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +185,18 @@ def _install_stop_handlers(job: MilesJob) -> dict[int, Any]:
 
 
 def run_miles(cfg: RunConfig, run_dir: Path, ray_cli: str = "ray") -> dict[str, Any]:
-    """The backend=miles job body: compile, submit, follow; raise TrainingError on failure."""
+    """The backend=miles job body: write a synthetic task's prompt files (run_dir must be on
+    storage the Ray cluster shares, like its checkpoints), compile, submit, follow; raise
+    TrainingError on failure."""
+    if cfg.data.warmup_sft_steps:
+        log.warning(
+            "data.warmup_sft_steps=%d is a backend=local warm-start; miles starts RL from "
+            "model.hf_checkpoint as is",
+            cfg.data.warmup_sft_steps,
+        )
+    files = write_prompt_files(cfg, run_dir)
+    if files is not None:
+        log.info("wrote %d %s prompts to %s", num_train_prompts(cfg), cfg.data.task, files.train)
     cmd = compile_miles(cfg, str(run_dir))
     job, code = run_command(cmd, run_dir, job_address(cfg), ray_cli)
     result = {"exit_code": code, "submission_id": job.submission_id, "log": str(job.log_path)}

@@ -19,11 +19,15 @@ from miles_hydra.config.logging import Tracker
 from miles_hydra.config.precision import PrecisionMode
 from miles_hydra.config.run import RunConfig
 from miles_hydra.config.speculative import SpecMode
+from miles_hydra.miles.dataset import prompt_files
 from miles_hydra.miles.model_args import num
+from miles_hydra.miles.rewards import CUSTOM_RM_KEY
+from miles_hydra.miles.rules import OUR_RM_TYPES
 
 Argv = list[str]
 
 MIS_FUNCTION = "examples.infra_features.train_infer_mismatch_helper.mis.compute_mis_weights_with_cp"
+REWARDS_MODULE = "miles_hydra.miles.rewards"  # task_reward / custom_reward, our RMs inside miles
 ICEPOP_FUNCTION = "miles.backends.training_utils.loss_hub.corrections.icepop_function"
 
 
@@ -55,21 +59,22 @@ def checkpoint_args(cfg: RunConfig, run_dir: str) -> Argv:
     return args
 
 
-def data_args(cfg: RunConfig) -> Argv:
-    """Prompts and reward."""
+def data_args(cfg: RunConfig, run_dir: str) -> Argv:
+    """Prompts (a synthetic task's files under <run_dir>/data, or the user's) and reward."""
     d, rw = cfg.data, cfg.reward
+    files = prompt_files(cfg, run_dir)
     args = [
         "--prompt-data",
-        str(d.prompt_data),
+        files.train,
         "--input-key",
-        d.input_key,
+        files.input_key,
         "--label-key",
-        d.label_key,
+        files.label_key,
         *_switch("--apply-chat-template", d.apply_chat_template),
         *_switch("--rollout-shuffle", d.rollout_shuffle),
     ]
-    if rw.rm_type == "custom":  # miles imports "pkg.module.function"
-        args += ["--custom-rm-path", str(rw.custom_rm_path).replace(":", ".")]
+    if rw.rm_type in OUR_RM_TYPES:  # ours, run inside miles (rewards.py); miles ignores rm-type
+        args += ["--custom-rm-path", f"{REWARDS_MODULE}.{rw.rm_type}_reward"]
     else:
         args += ["--rm-type", rw.rm_type]
     return args
@@ -102,17 +107,19 @@ def rollout_args(cfg: RunConfig) -> Argv:
     ]
 
 
-def eval_args(cfg: RunConfig) -> Argv:
-    """Periodic evaluation on data.eval_prompt_data (named "eval" in miles' metrics)."""
-    r, d = cfg.rollout, cfg.data
+def eval_args(cfg: RunConfig, run_dir: str) -> Argv:
+    """Periodic evaluation on the eval prompts (named "eval" in miles' metrics)."""
+    r = cfg.rollout
+    eval_file = prompt_files(cfg, run_dir).eval
     if r.eval_interval is None:
         return []
+    assert eval_file is not None, "rules.validate_for_miles requires eval prompts"
     return [
         "--eval-interval",
         num(r.eval_interval),
         "--eval-prompt-data",
         "eval",
-        str(d.eval_prompt_data),
+        eval_file,
         "--n-samples-per-eval-prompt",
         num(r.n_samples_per_eval_prompt),
         "--eval-temperature",
@@ -173,13 +180,7 @@ def correction_args(cfg: RunConfig) -> Argv:
             "--tis-clip-low",
             num(c.lower_bound),
         ]
-    return [
-        "--use-tis",
-        "--custom-tis-function-path",
-        MIS_FUNCTION,
-        "--custom-config-path",
-        "base64:" + base64.b64encode(mis_yaml(cfg).encode()).decode(),
-    ]
+    return ["--use-tis", "--custom-tis-function-path", MIS_FUNCTION]  # + custom_config_args
 
 
 def mis_config(cfg: RunConfig) -> dict[str, Any]:
@@ -200,8 +201,23 @@ def mis_config(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def mis_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(mis_config(cfg), sort_keys=False)
+def custom_config(cfg: RunConfig) -> dict[str, Any]:
+    """Keys miles sets on its args from --custom-config-path: MIS settings, our custom reward."""
+    config: dict[str, Any] = {}
+    if cfg.algorithm.correction.kind is CorrectionKind.mis:
+        config.update(mis_config(cfg))
+    if cfg.reward.rm_type == "custom":
+        config[CUSTOM_RM_KEY] = cfg.reward.custom_rm_path
+    return config
+
+
+def custom_config_args(cfg: RunConfig) -> Argv:
+    """One inline YAML (``base64:...``) for everything in custom_config; nothing if empty."""
+    config = custom_config(cfg)
+    if not config:
+        return []
+    text = yaml.safe_dump(config, sort_keys=False)
+    return ["--custom-config-path", "base64:" + base64.b64encode(text.encode()).decode()]
 
 
 def optimizer_args(cfg: RunConfig) -> Argv:

@@ -72,6 +72,14 @@ def wait_for_state(job_id: str, state: str, timeout_s: float) -> bool:
     return True
 
 
+def ray_processes_gone(job_id: str, timeout_s: float) -> list[str]:
+    """Poll until no Ray process of the job lives; what is still alive at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while (left := ray_processes_left(job_id)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
 @contextlib.contextmanager
 def cancelled_on_failure(job: Any) -> Iterator[Any]:
     """Never leave this test's job running on the shared node when the test fails."""

@@ -137,3 +137,17 @@ def test_preemption_flag_is_set_by_the_warning_signal() -> None:
         preemption.uninstall()
         preemption.clear()
         signal.signal(preemption.WARNING_SIGNAL, previous)
+
+
+def test_ray_head_serves_the_job_api_only_when_miles_needs_it(tmp_path: Path) -> None:
+    from miles_hydra.cluster.ray_cluster import RaySpec, start_command
+
+    spec = RaySpec(1, 2, 0, 30.0, tmp_path, "1_0")
+    plain = start_command(spec, tmp_path, "127.0.0.1", 6380, None)
+    assert "--include-dashboard=false" in plain
+    assert not any(arg.startswith("--dashboard-port") for arg in plain)
+    miles = RaySpec(1, 2, 0, 30.0, tmp_path, "1_0", dashboard_port=8266)
+    cmd = start_command(miles, tmp_path, "127.0.0.1", 6380, None)
+    assert "--include-dashboard=true" in cmd and "--dashboard-port=8266" in cmd
+    worker = start_command(miles, tmp_path, "127.0.0.1", None, "10.0.0.1:6380")
+    assert "--address=10.0.0.1:6380" in worker and not any("dashboard-port=" in a for a in worker)

@@ -28,6 +28,13 @@ PRESETS: dict[str, list[str]] = {
         "algorithm=grpo",
     ],
     "qwen3_4b_tp8_bf16": ["model=qwen3_4b", "parallelism=tp8", "precision=bf16"],
+    # Colocated PPO on miles: the critic's 8 GPUs join the placement group and the rollout.
+    "qwen3_8b_tp8_ppo_colocated": [
+        "model=qwen3_8b",
+        "parallelism=tp8",
+        "precision=bf16",
+        "algorithm=ppo",
+    ],
     # The disagg preset's PP 4 does not divide DeepSeek-V3's 61 layers; PP 1 here.
     "deepseek_v3_disagg_pp1_fp8": [
         "model=deepseek_v3",

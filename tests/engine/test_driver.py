@@ -37,6 +37,7 @@ TINY = [
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as driver_parts.ray_session does
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -112,7 +113,9 @@ def test_preempted_run_resumes_with_nothing_lost_or_repeated(
 
 
 def test_crashed_run_resumes_after_last_checkpoint(make_cfg, tmp_path: Path, monkeypatch) -> None:
-    cfg = make_cfg("rollout.num_rollout=3", "checkpoint.save_interval=1", "rollout.eval_interval=null")
+    cfg = make_cfg(
+        "rollout.num_rollout=3", "checkpoint.save_interval=1", "rollout.eval_interval=null"
+    )
     original = driver._Loop._step
 
     def crash_at_2(self, rollout_id: int) -> None:
@@ -135,7 +138,9 @@ def test_nan_loss_stops_with_training_error_and_keeps_checkpoint(
 ) -> None:
     import ray
 
-    cfg = make_cfg("rollout.num_rollout=3", "checkpoint.save_interval=1", "rollout.eval_interval=null")
+    cfg = make_cfg(
+        "rollout.num_rollout=3", "checkpoint.save_interval=1", "rollout.eval_interval=null"
+    )
     original = driver._Loop._step
 
     def poison_at_1(self, rollout_id: int) -> None:

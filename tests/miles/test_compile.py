@@ -18,9 +18,11 @@ from miles_hydra.miles.combos import (
     PRECISIONS,
     REGEN_COMMAND,
     SPECULATIVE,
+    SYNTHETIC_COMBOS,
     all_combos,
     compose_run,
     golden_text,
+    grid_combos,
 )
 from miles_hydra.miles.compile import compile_miles, plan_values
 from miles_hydra.miles.flags import check_argv
@@ -63,12 +65,14 @@ def test_every_compiled_argv_passes_the_flag_table(miles_combos) -> None:
 
 def test_combinations_cover_every_preset(miles_combos) -> None:
     """Every option of each group reaches miles in at least one valid combination."""
-    parts = [name.split("__") for name in miles_combos.valid]
+    grid = {c.name for c in grid_combos()}
+    parts = [name.split("__") for name in miles_combos.valid if name in grid]
     for position, options in enumerate((MODELS, PARALLELISMS, ALGORITHMS, SPECULATIVE, PRECISIONS)):
         seen = {p[position] for p in parts}
         wanted = {o.replace(".", "_").replace("+", "_") for o in options}
         assert wanted <= seen, f"never valid: {sorted(wanted - seen)}"
-    assert len(miles_combos.valid) >= 30 and len(miles_combos.combos) == 63
+    assert len(miles_combos.valid) >= 30 and len(grid) == 63
+    assert {n for n in miles_combos.valid if n.startswith("synthetic__")} == set(SYNTHETIC_COMBOS)
 
 
 REFUSAL_REASONS = {  # substring of each refusal's message, by (model, parallelism, spec)
@@ -93,9 +97,12 @@ def test_invalid_combos_are_refused_by_our_validation(miles_combos) -> None:
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        (["data=arithmetic"], "data"),
-        (["reward=task"], "reward.rm_type"),
+        (["data=arithmetic"], "reward.rm_type"),  # miles' math RM cannot read task labels
+        (["reward=task"], "reward.rm_type"),  # task verifier on a prompt file
+        (["reward.rm_type=exact_match"], "reward.rm_type"),
         (["data.eval_prompt_data=null"], "rollout.eval_interval"),
+        (["data=sorting", "reward=task", "+data.task_kwargs.width=3"], "data.task_kwargs"),
+        (["+backend.env.WANDB_API_KEY=x"], "backend.env.WANDB_API_KEY"),
         (
             [
                 "parallelism=disagg_tp4_pp4_ep8_8node",
@@ -106,10 +113,10 @@ def test_invalid_combos_are_refused_by_our_validation(miles_combos) -> None:
         ),
     ],
 )
-def test_miles_only_rules_refuse_before_compiling(overrides: list[str], key: str) -> None:
-    run = compose_run(["model=qwen3_4b", "parallelism=tp2", "precision=bf16", *overrides])
+def test_miles_only_rules_refuse_when_materialized(overrides: list[str], key: str) -> None:
+    """rules.validate_for_miles runs in validation: refused before anything compiles or queues."""
     with pytest.raises(ConfigError) as info:
-        compile_miles(run)
+        compose_run(["model=qwen3_4b", "parallelism=tp2", "precision=bf16", *overrides])
     assert info.value.key == key and info.value.fix
 
 
@@ -166,17 +173,6 @@ def test_secrets_only_travel_in_the_environment(monkeypatch) -> None:
     assert "sekrit" not in " ".join(cmd.argv) + repr(cmd.env)
     assert cmd.secret_env_keys == ("WANDB_API_KEY",)
     assert all("sekrit" not in p.read_text() for p in GOLDEN_DIR.glob("*.txt"))
-    with pytest.raises(ConfigError):
-        compile_miles(
-            compose_run(
-                [
-                    "model=qwen3_4b",
-                    "parallelism=tp2",
-                    "precision=bf16",
-                    "+backend.env.WANDB_API_KEY=x",
-                ]
-            )
-        )
 
 
 def test_mis_config_is_inline_base64_yaml() -> None:

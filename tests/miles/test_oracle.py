@@ -60,6 +60,18 @@ def test_mis_keys_reach_miles_args(miles_combos, oracle_run):
         assert derived["tis_mode"] == "mask" and derived["tis_upper_bound"] == 2.0
 
 
+def test_synthetic_combos_reach_miles(miles_combos, oracle_run):
+    """Our prompt-file placeholders, reward hooks and the merged inline YAML parse in miles."""
+    results = {r.id: r for r in oracle_run.results}
+    names = [n for n in miles_combos.valid if n.startswith("synthetic__")]
+    assert len(names) == 3 and all(results[n].ok for n in names)
+    custom = results["synthetic__qwen3_4b__tp2__grpo_mis__none__bf16"].derived
+    assert custom["miles_hydra_custom_rm_path"] == "my_pkg.rewards:score"
+    assert custom["use_rs"] is True and custom["tis_mode"] == "mask"
+    ppo = results["synthetic__qwen3_8b__tp2__ppo__none__bf16"].derived
+    assert ppo["use_critic"] is True and ppo["rollout_num_gpus"] == 4  # 2 actor + 2 critic
+
+
 def test_miles_rejects_what_it_should(oracle_run):
     results = {r.id: r for r in oracle_run.results}
     assert not results["neg_typo"].ok
@@ -117,3 +129,45 @@ def test_check_with_oracle_report(miles_combos):
     report = check_with_oracle(miles_combos.valid["qwen3_8b__tp8__ppo__eagle__bf16"])
     assert report.ok, report.render()
     assert "miles parser: ok" in report.render() and report.oracle.derived["rollout_num_gpus"] == 16
+
+
+RM_HUB_SCRIPT = """
+import asyncio, json, sys
+from types import SimpleNamespace
+from unittest import mock
+
+try:
+    import pylatexenc  # noqa: F401  (miles' math RM needs it; the oracle venv may lack it)
+except ImportError:
+    sys.modules["pylatexenc"] = sys.modules["pylatexenc.latex2text"] = mock.MagicMock()
+from miles.rollout.rm_hub import async_rm
+from miles.utils.types import Sample
+
+record = json.loads(open(sys.argv[1]).readline())
+answer = json.loads(record["label"])["label"]
+args = SimpleNamespace(custom_rm_path="miles_hydra.miles.rewards.task_reward", rm_type=None)
+scores = []
+for response in (answer, answer + " and more"):
+    sample = Sample(prompt=record["prompt"], label=record["label"], response=response)
+    scores.append(asyncio.run(async_rm(args, sample)))
+print(json.dumps(scores))
+"""
+
+
+def test_task_reward_through_miles_rm_hub(tmp_path):
+    """miles' own reward dispatch (rm_hub.async_rm, real Sample) calls our task_reward on a
+    record of the prompt file the job writes."""
+    from miles_hydra.miles.combos import SYNTHETIC_BASE, compose_run
+    from miles_hydra.miles.dataset import write_prompt_files
+
+    run = compose_run([*SYNTHETIC_BASE, "model=qwen3_4b", "precision=bf16"], base=False)
+    files = write_prompt_files(run, tmp_path)
+    proc = subprocess.run(
+        [oracle_python(), "-c", RM_HUB_SCRIPT, files.train],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [1.0, 0.0]

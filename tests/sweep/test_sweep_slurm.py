@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
-from slurmenv import NO_SLURM, sacct_state  # noqa: E402
+from slurmenv import NO_SLURM, wait_for_state  # noqa: E402
 
 from miles_hydra.report import report  # noqa: E402
 
@@ -83,7 +83,7 @@ def test_grid_goes_out_as_one_array_and_the_report_ranks_it(tmp_path):
     array_id = manifest["array_job_id"]
     assert array_id and array_id.isdigit()
     for num in range(4):  # one sbatch: every variant is a task of the same array
-        assert sacct_state(f"{array_id}_{num}") == "COMPLETED"
+        assert wait_for_state(f"{array_id}_{num}", "COMPLETED", timeout_s=60)
         run_dir = sweep_dir / str(num)
         status = json.loads((run_dir / "status.json").read_text())
         assert status["state"] == "completed"

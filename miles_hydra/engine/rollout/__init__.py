@@ -1,7 +1,19 @@
-"""Rollout engine of the local backend: batched, KV-cached, speculative generation."""
+"""Rollout engine of the local backend: batched, KV-cached, speculative generation.
 
-from miles_hydra.engine.rollout.actor import RolloutEngineActor
+`RolloutEngineActor` (the Ray actor) is imported lazily, so the engine imports without Ray.
+"""
+
+from typing import Any
+
 from miles_hydra.engine.rollout.engine import RolloutEngine
 from miles_hydra.engine.rollout.sampling import GenOutput, SamplingParams
 
 __all__ = ["GenOutput", "RolloutEngine", "RolloutEngineActor", "SamplingParams"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RolloutEngineActor":
+        from miles_hydra.engine.rollout.actor import RolloutEngineActor
+
+        return RolloutEngineActor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,13 @@ of the drafts and draws the next token. Plain decoding is the same step with zer
 Rejected positions are rolled back by not advancing the slot's length (see kv.py). Finished
 slots are refilled from the waiting prompts (continuous batching).
 
-GPU notes (issue 8): the cache is preallocated and reused across calls, weights are updated in
-place, and the step is a fixed-shape forward when all slots are active, so it can be wrapped
-by torch.compile / CUDA graphs later.
+GPU path (issue 8): plain decoding without R3 recording runs `decode.BatchedDecoder` instead:
+all slots decoded by one fixed-shape step, captured as CUDA graphs on CUDA (graphs.py), state
+on the device, few host syncs. It is the default on CUDA (`batched_decode=None`); kwargs
+`cuda_graphs` / `compile_decode` (or the environment variables MILES_ROLLOUT_CUDA_GRAPHS=0 /
+MILES_ROLLOUT_COMPILE=1) switch graphs off / torch.compile on. Speculative decoding and R3
+recording use the per-slot loop below on every device. The cache is preallocated and reused
+across calls and weights are updated in place, so captured graphs stay valid.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from miles_hydra.config.model import ModelConfig
 from miles_hydra.config.precision import PrecisionConfig
 from miles_hydra.config.speculative import SpeculativeConfig
 from miles_hydra.engine.models import PolicyModel, build_policy, torch_dtype
+from miles_hydra.engine.rollout.decode import BatchedDecoder
+from miles_hydra.engine.rollout.graphs import ENV_COMPILE, ENV_GRAPHS, DecodeStep, maybe_flag
 from miles_hydra.engine.rollout.kv import StaticKVCache, cached_forward
 from miles_hydra.engine.rollout.routing import RoutingRecorder
 from miles_hydra.engine.rollout.sampling import (
@@ -45,6 +51,7 @@ class _Seq:
 
     index: int  # position in the generate() prompt list
     prompt_len: int
+    cap: int  # response length cap
     response: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
     draft_tokens: int = 0
@@ -66,8 +73,14 @@ class RolloutEngine:
         max_batch_size: int = 64,
         num_threads: Optional[int] = None,
         policy: Optional[PolicyModel] = None,
+        *,
+        batched_decode: Optional[bool] = None,
+        cuda_graphs: Optional[bool] = None,
+        compile_decode: Optional[bool] = None,
     ) -> None:
-        """`policy`: use this model (cast to the rollout dtype/device) instead of building one."""
+        """`policy`: use this model (cast to the rollout dtype/device) instead of building one.
+        batched_decode: plain decoding through decode.BatchedDecoder (None = on CUDA only).
+        cuda_graphs / compile_decode: for that loop (None = environment, default on / off)."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
@@ -82,6 +95,11 @@ class RolloutEngine:
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.cache: Optional[StaticKVCache] = None
         self._params = self.policy.state_dict(keep_vars=True)
+        on_cuda = self.device.type == "cuda"
+        self.batched_decode = on_cuda if batched_decode is None else batched_decode
+        self.cuda_graphs = maybe_flag(cuda_graphs, ENV_GRAPHS, True)
+        self.compile_decode = maybe_flag(compile_decode, ENV_COMPILE, False)
+        self._decode_step: Optional[DecodeStep] = None
 
     # ----------------------------------------------------------------- weights
     def update_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
@@ -98,16 +116,35 @@ class RolloutEngine:
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
-        self, prompts: list[list[int]], params: SamplingParams, record_routing: bool = False
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        record_routing: bool = False,
+        max_new_tokens_per_prompt: Optional[list[int]] = None,
     ) -> list[GenOutput]:
-        """Generate one response per prompt (token ids); results in prompt order."""
+        """Generate one response per prompt (token ids); results in prompt order.
+        max_new_tokens_per_prompt: a response length cap per prompt (each capped by
+        params.max_new_tokens); None = params.max_new_tokens for all."""
         if not prompts:
             return []
         if any(len(p) == 0 for p in prompts):
             raise ValueError("generate: every prompt needs at least one token")
+        caps = [params.max_new_tokens] * len(prompts)
+        if max_new_tokens_per_prompt is not None:
+            if len(max_new_tokens_per_prompt) != len(prompts):
+                raise ValueError("generate: max_new_tokens_per_prompt needs one cap per prompt")
+            caps = [max(1, min(c, params.max_new_tokens)) for c in max_new_tokens_per_prompt]
         slots = min(len(prompts), self.max_batch_size)
         max_len = max(len(p) for p in prompts) + params.max_new_tokens + self.num_draft_steps + 1
         self._ensure_cache(slots, max_len)
+        if self.batched_decode and not self.num_draft_steps and not record_routing:
+            if self._decode_step is None or self._decode_step.cache is not self.cache:
+                self._decode_step = DecodeStep(
+                    self.policy.lm, self.cache, self.cuda_graphs, self.compile_decode
+                )
+            decoder = BatchedDecoder(self.policy.lm, self.cache, self._decode_step, slots,
+                                     self.generator)  # fmt: skip
+            return decoder.run(prompts, params, caps)
         recorder = RoutingRecorder(self.policy.lm, slots, max_len) if record_routing else None
         hidden_size = self.policy.lm.config.hidden_size
         self._pending = torch.zeros(slots, dtype=torch.long, device=self.device)
@@ -120,7 +157,7 @@ class RolloutEngine:
             free = [s for s in range(slots) if states[s] is None]
             if free and waiting:
                 admitted = [(s, waiting.popleft()) for s in free[: len(waiting)]]
-                self._prefill(admitted, prompts, params, states, outputs, recorder)
+                self._prefill(admitted, prompts, caps, params, states, outputs, recorder)
                 continue  # sequences may end at their first token; refill again
             active = [s for s in range(slots) if states[s] is not None]
             if not active:
@@ -140,13 +177,14 @@ class RolloutEngine:
             old = self.cache
             slots = max(slots, old.slots if old else 0)
             max_len = max(max_len, old.max_len if old else 0)
-            self.cache = None  # free the old tensors first
+            self.cache = self._decode_step = None  # free the old tensors (and graphs) first
             self.cache = StaticKVCache(self.policy.lm, slots, max_len, self.dtype, self.device)
 
     def _prefill(
         self,
         admitted: list[tuple[int, int]],
         prompts: list[list[int]],
+        caps: list[int],
         params: SamplingParams,
         states: list[Optional[_Seq]],
         outputs: list[Optional[GenOutput]],
@@ -169,7 +207,7 @@ class RolloutEngine:
         self._lengths[rows] = last + 1
         self._hidden[rows] = out.hidden
         for r, (slot, index) in enumerate(admitted):
-            states[slot] = _Seq(index=index, prompt_len=lens[r])
+            states[slot] = _Seq(index=index, prompt_len=lens[r], cap=caps[index])
             done = self._emit(states[slot], [int(token[r])], [float(log_prob[r])], params)
             if done:
                 self._finish(slot, states, outputs, recorder)
@@ -242,7 +280,7 @@ class RolloutEngine:
             if token in params.stop_token_ids:
                 seq.finished = True
                 return True
-            if len(seq.response) >= params.max_new_tokens:
+            if len(seq.response) >= seq.cap:
                 return True
         return False
 

@@ -101,14 +101,18 @@ def cached_forward(
     positions: torch.Tensor,
     rows: Optional[torch.Tensor] = None,
     logits_at: Optional[torch.Tensor] = None,
+    kv_len: Optional[int] = None,
 ) -> ForwardOut:
     """Run `input_ids` [B, T] at `positions` [B, T] through the model, writing the cache.
 
     rows: cache slot of each batch row (None = rows 0..B-1). logits_at: [B] index into T of the
-    one position per row whose logits/hidden are wanted (None = all positions).
+    one position per row whose logits/hidden are wanted (None = all positions). kv_len: cache
+    positions attended (masked by position); None = max(positions) + 1, a host sync. A fixed
+    kv_len makes the forward free of host syncs and data-dependent shapes (CUDA graphs).
     """
     model = lm.model
-    kv_len = int(positions.max()) + 1
+    if kv_len is None:
+        kv_len = int(positions.max()) + 1
     mask = torch.arange(kv_len, device=positions.device)[None, None, :] <= positions[:, :, None]
     mask = mask[:, None]  # [B, 1, T, kv_len]
     h = model.embed_tokens(input_ids)

@@ -1,0 +1,440 @@
+"""Speculative RL benchmark: no speculation / frozen MTP draft / online MTP draft (issue 6.7).
+
+    python bench/bench_speculative.py --device cpu --preset tiny        # CPU (~5-8 min, 2 cores)
+    python bench/bench_speculative.py --device cuda --preset small      # GPU, 8-layer 512-wide
+    python bench/bench_speculative.py --device cuda --preset medium     # GPU, 16-layer 1024-wide
+
+Protocol. One supervised warm-start on task solutions (``TrainerActor.warmup_sft``, the code the
+driver runs for ``data.warmup_sft_steps``: policy CE + MTP loss, so the draft head is trained
+too) is saved once as an HF checkpoint dir with ``draft.safetensors``. Then the same RL run
+(``miles_hydra.engine.driver.train``: same model, prompts, seed, GRPO, lr) is run three times
+from that checkpoint (``data.warmup_sft_steps=0``): ``speculative=none``, ``mtp`` (the
+warm-started draft, frozen) and ``mtp_online`` (the same draft trained by the MTP loss, scale
+0.2, synced to the engines every step). Both drafts thus start identical.
+
+Per rollout, from each run's metrics.jsonl: rollout tokens/s (``perf/tokens_per_gpu_per_sec``
+= generated tokens / ``perf/rollout_time`` / num_engines), ``rollout/spec_accept_length``,
+``rollout/spec_accept_rate``, ``train/mtp_loss``, and how far the policy moved from the
+warm-start: ``drift_kl`` = mean over response tokens of log pi - log pi_warm on the policy's own
+samples (a KL(pi || pi_warm) estimate; ``algorithm.use_kl_loss=true`` with coefficient 0 makes
+the trainer compute the reference log-probs without changing the loss). Summaries skip the
+first rollout (first-call allocations). The speculative sampler draws differently from plain
+sampling (lossless in distribution, not sample for sample), so the three RL trajectories
+agree in distribution only.
+
+Output under ``--out`` (default ``bench/results/speculative_<device>_<preset>``): ``report.md``
+(summary table, ratios, per-step curves as text), ``results.json`` and ``curves.png``.
+Without Ray installed (the device machine) the actors run in this process (``inproc_ray.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (ROOT, ROOT / "bench"):  # run as a script: the repo and this folder
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+MODES = ("none", "mtp", "mtp_online")
+LABELS = {"none": "none", "mtp": "frozen", "mtp_online": "online"}
+
+
+@dataclass
+class Preset:
+    overrides: list[str]  # Hydra overrides of conf/ (model shape, task, rollout sizes)
+    num_rollout: int  # RL rollouts per mode
+    warmup_steps: int  # supervised warm-start steps (batches of samples_per_rollout)
+    warmup_lr: float  # warm-start learning rate
+    lr: float  # RL learning rate (raised so the policy moves within the run)
+    extra: list[str] = field(default_factory=list)  # appended after the CLI's --set
+
+
+_ROLL = "rollout.rollout_temperature=1.0 data=sorting data.task_kwargs.max_len=10 "
+_ROLL += "reward=custom reward.custom_rm_path=bench_speculative:sorting_partial_credit "
+_SMALL = "model.num_layers=8 model.hidden_size=512 model.ffn_hidden_size=1536 "
+_SMALL += "model.num_attention_heads=8 model.num_query_groups=4 model.kv_channels=64 "
+_MEDIUM = "model.num_layers=16 model.hidden_size=1024 model.ffn_hidden_size=3072 "
+_MEDIUM += "model.num_attention_heads=16 model.num_query_groups=8 model.kv_channels=64 "
+_BIG_ROLL = "rollout.n_samples_per_prompt=8 rollout.rollout_max_response_len=16 "
+_BIG_ROLL += "rollout.eval_interval=10 data.num_eval_prompts=128 "
+PRESETS = {
+    # tests only: seconds, meaningless numbers
+    "smoke": Preset(
+        (
+            "model.hidden_size=32 model.ffn_hidden_size=64 model.num_attention_heads=2 "
+            "model.num_query_groups=1 model.kv_channels=16 rollout.rollout_batch_size=2 "
+            "rollout.n_samples_per_prompt=2 rollout.rollout_max_response_len=6 "
+            "rollout.eval_interval=null data.num_eval_prompts=4 data=sorting "
+            "data.task_kwargs.max_len=4 reward=custom "
+            "reward.custom_rm_path=bench_speculative:sorting_partial_credit"
+        ).split(),
+        num_rollout=2,
+        warmup_steps=1,
+        warmup_lr=1e-3,
+        lr=1e-3,
+    ),
+    # tiny_dense (2 layers, 128 wide), CPU
+    "tiny": Preset(
+        (
+            _ROLL + "rollout.rollout_batch_size=8 rollout.n_samples_per_prompt=4 "
+            "rollout.rollout_max_response_len=12 rollout.eval_interval=15 "
+            "data.num_eval_prompts=32"
+        ).split(),
+        num_rollout=30,
+        warmup_steps=40,
+        warmup_lr=2e-3,
+        lr=5e-3,
+    ),
+    # 8 layers, 512 wide (~25M params), GPU
+    "small": Preset(
+        (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=32").split(),
+        num_rollout=40,
+        warmup_steps=100,
+        warmup_lr=1e-3,
+        lr=2e-4,
+    ),
+    # 16 layers, 1024 wide (~200M params), GPU, bf16 rollout
+    "medium": Preset(
+        (
+            _ROLL + _MEDIUM + _BIG_ROLL + "precision=bf16_rollout rollout.rollout_batch_size=64"
+        ).split(),
+        num_rollout=40,
+        warmup_steps=150,
+        warmup_lr=5e-4,
+        lr=1e-4,
+    ),
+}
+
+
+def sorting_partial_credit(prompt_text: str, response: str, label: str) -> float:
+    """Sorting reward with partial credit: positions equal to the sorted answer over the longer
+    length. A weakly warm-started policy then gets graded rewards, so GRPO moves it from the
+    first rollout (the exact-match verifier gives all-zero groups and no signal)."""
+    text = response.strip()
+    hits = sum(a == b for a, b in zip(text, str(label)))
+    return hits / max(len(text), len(str(label)), 1)
+
+
+# --------------------------------------------------------------------------- config
+def compose_run_config(overrides: list[str]) -> Any:
+    """conf/config.yaml composed with ``overrides`` and materialized (a RunConfig)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from miles_hydra.config import materialize, register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+    return materialize(cfg)
+
+
+def base_overrides(args: argparse.Namespace, preset: Preset) -> list[str]:
+    return [
+        *preset.overrides,
+        f"seed={args.seed}",
+        f"backend.device={args.device}",
+        f"backend.num_threads={args.num_threads}",
+        f"rollout.num_rollout={args.num_rollout or preset.num_rollout}",
+        f"algorithm.lr={args.lr or preset.lr}",
+        "algorithm.use_kl_loss=true",  # reference log-probs for drift_kl; coefficient stays 0
+        "checkpoint.save_interval=null",
+        "logging.progress_bar=false",
+        *args.set,
+        *preset.extra,
+    ]
+
+
+# --------------------------------------------------------------------------- the runs
+def warm_start(overrides: list[str], steps: int, lr: float, out: Path) -> tuple[Path, dict]:
+    """Run the driver's warm-start once (policy + draft head), save it as an HF dir."""
+    import torch
+
+    from miles_hydra.engine.data import build_prompt_source, build_tokenizer
+    from miles_hydra.engine.models import save_checkpoint_dir
+    from miles_hydra.engine.trainer import TrainerActor
+
+    cfg = compose_run_config([*overrides, "speculative=mtp", f"algorithm.lr={lr}"])
+    tokenizer = build_tokenizer(cfg.model)
+    r = cfg.rollout
+    source = build_prompt_source(
+        cfg.data, tokenizer, cfg.seed, r.rollout_max_prompt_len, r.rollout_max_response_len
+    )
+    trainer = TrainerActor(cfg, tokenizer.pad_id, cfg.backend.num_threads or os.cpu_count())
+    batch = r.samples_per_rollout
+    start = time.perf_counter()
+    metrics = trainer.warmup_sft(source.sft_examples(steps * batch), batch) if steps else {}
+    metrics["warmup_time_s"] = time.perf_counter() - start
+    path = save_checkpoint_dir(trainer.policy, out / "warm_start")
+    del trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return Path(path), metrics
+
+
+def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict[str, Any]:
+    """One RL run from the warm-start with ``speculative=mode``; its records and load."""
+    from miles_hydra.engine import driver
+    from miles_hydra.engine.metrics import read_records
+
+    cfg = compose_run_config(
+        [
+            *overrides,
+            f"speculative={mode}",
+            f"model.hf_checkpoint={warm_dir}",
+            "data.warmup_sft_steps=0",
+        ]
+    )
+    run_dir = out / mode
+    if (run_dir / "metrics.jsonl").exists():
+        (run_dir / "metrics.jsonl").unlink()  # a rerun starts a fresh log
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    driver.train(cfg, run_dir)
+    wall = time.perf_counter() - start
+    records = read_records(run_dir / "metrics.jsonl")
+    samples = cfg.rollout.samples_per_rollout
+    steps = [step_row(r, samples) for r in records if "step" in r]
+    evals = {int(r["eval/step"]): accuracy(r) for r in records if "eval/step" in r}
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "steps": steps,
+        "eval": {k: v for k, v in evals.items() if v is not None},
+    }
+
+
+def step_row(record: dict[str, Any], samples: int) -> dict[str, Optional[float]]:
+    """The per-rollout numbers the report uses (None where a mode does not log one)."""
+    tokens = record["rollout/response_len/mean"] * samples
+    drift = None
+    if "rollout/ref_log_probs" in record:
+        drift = record["rollout/log_probs"] - record["rollout/ref_log_probs"]
+    return {
+        "step": record["step"],
+        "tokens": tokens,
+        "rollout_time": record["perf/rollout_time"],
+        "tok_s": record["perf/tokens_per_gpu_per_sec"],
+        "accept_length": record.get("rollout/spec_accept_length"),
+        "accept_rate": record.get("rollout/spec_accept_rate"),
+        "mtp_loss": record.get("train/mtp_loss"),
+        "mtp_accuracy": record.get("train/mtp_accuracy"),
+        "reward": record.get("rollout/raw_reward"),
+        "drift_kl": drift,
+    }
+
+
+def accuracy(record: dict[str, Any]) -> Optional[float]:
+    keys = [k for k in record if k.startswith("eval/") and k.count("/") == 1 and k != "eval/step"]
+    keys = [k for k in keys if not k.endswith("-truncated_ratio")]
+    return float(record[keys[0]]) if keys else None
+
+
+# --------------------------------------------------------------------------- report
+def _mean(values: list[Optional[float]]) -> Optional[float]:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def summarize(run: dict[str, Any]) -> dict[str, Optional[float]]:
+    """Means over rollouts 1.. (rollout 0 pays first-call allocations)."""
+    steps = run["steps"][1:] or run["steps"]
+    third = max(1, len(run["steps"]) // 3)
+    last_eval = run["eval"][max(run["eval"])] if run["eval"] else None
+    return {
+        "tok_s_mean": _mean([s["tok_s"] for s in steps]),
+        "tok_s_total": sum(s["tokens"] for s in steps) / sum(s["rollout_time"] for s in steps),
+        "accept_length": _mean([s["accept_length"] for s in steps]),
+        "accept_rate": _mean([s["accept_rate"] for s in steps]),
+        "accept_length_first": _mean([s["accept_length"] for s in run["steps"][:third]]),
+        "accept_length_last": _mean([s["accept_length"] for s in run["steps"][-third:]]),
+        "mtp_loss": _mean([s["mtp_loss"] for s in steps]),
+        "drift_kl_last": _mean([s["drift_kl"] for s in run["steps"][-third:]]),
+        "reward": _mean([s["reward"] for s in steps]),
+        "eval_last": last_eval,
+    }
+
+
+def _fmt(value: Optional[float], digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return "—" if a is None or not b else f"{a / b:.3f}"
+
+
+def render_report(result: dict[str, Any]) -> str:
+    """Markdown: set-up, summary table, ratios, per-step curves."""
+    runs = result["runs"]
+    summary = {mode: summarize(run) for mode, run in runs.items()}
+    lines = [
+        f"Command: `{result['command']}`",
+        "",
+        f"Environment: {json.dumps(result['environment'])}",
+        "",
+        "| mode | tok/s (mean) | tok/s (total) | accept len | accept rate | accept len "
+        "first/last third | mtp_loss | drift KL (last third) | reward | eval acc (last) "
+        "| wall s | load avg before -> after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, s in summary.items():
+        run = runs[mode]
+        lines.append(
+            f"| {LABELS[mode]} | {_fmt(s['tok_s_mean'], 1)} | {_fmt(s['tok_s_total'], 1)} "
+            f"| {_fmt(s['accept_length'])} | {_fmt(s['accept_rate'])} "
+            f"| {_fmt(s['accept_length_first'])} / {_fmt(s['accept_length_last'])} "
+            f"| {_fmt(s['mtp_loss'])} | {_fmt(s['drift_kl_last'], 4)} | {_fmt(s['reward'])} "
+            f"| {_fmt(s['eval_last'])} | {run['wall_s']:.0f} "
+            f"| {run['load_before'][0]:.2f} -> {run['load_after'][0]:.2f} |"
+        )
+    lines += ["", "| ratio | tok/s (mean) | tok/s (total) | accept len |", "|---|---|---|---|"]
+    for a, b in (("mtp", "none"), ("mtp_online", "none"), ("mtp_online", "mtp")):
+        if a in summary and b in summary:
+            sa, sb = summary[a], summary[b]
+            lines.append(
+                f"| {LABELS[a]}/{LABELS[b]} | {_ratio(sa['tok_s_mean'], sb['tok_s_mean'])} "
+                f"| {_ratio(sa['tok_s_total'], sb['tok_s_total'])} "
+                f"| {_ratio(sa['accept_length'], sb['accept_length'])} |"
+            )
+    return "\n".join(lines + ["", curves_table(runs), ""])
+
+
+def curves_table(runs: dict[str, Any]) -> str:
+    """Per-rollout curves as a markdown table (tok/s, acceptance, mtp loss, drift)."""
+    modes = list(runs)
+    spec = [m for m in modes if m != "none"]
+    head = ["step", *(f"tok/s {LABELS[m]}" for m in modes)]
+    head += [f"accept len {LABELS[m]}" for m in spec] + [f"accept rate {LABELS[m]}" for m in spec]
+    head += ["mtp_loss online"] * ("mtp_online" in runs) + [f"drift KL {LABELS[m]}" for m in modes]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i in range(max(len(r["steps"]) for r in runs.values())):
+
+        def cell(mode: str, key: str, digits: int = 3, i: int = i) -> str:
+            steps = runs[mode]["steps"]
+            return _fmt(steps[i][key], digits) if i < len(steps) else "—"
+
+        row = [str(i), *(cell(m, "tok_s", 1) for m in modes)]
+        row += [cell(m, "accept_length") for m in spec] + [cell(m, "accept_rate") for m in spec]
+        row += [cell("mtp_online", "mtp_loss")] * ("mtp_online" in runs)
+        row += [cell(m, "drift_kl", 4) for m in modes]
+        rows.append("| " + " | ".join(row) + " |")
+    return "\n".join(rows)
+
+
+def plot_curves(runs: dict[str, Any], path: Path) -> Optional[Path]:
+    """tok/s, accept length and drift over rollouts; None when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = [
+        ("tok_s", "rollout tokens/s"),
+        ("accept_length", "spec accept length"),
+        ("accept_rate", "spec accept rate"),
+        ("drift_kl", "KL(pi || warm-start)"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, (key, title) in zip(axes, panels):
+        for mode, run in runs.items():
+            points = [(s["step"], s[key]) for s in run["steps"] if s[key] is not None]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=LABELS[mode])
+        ax.set_title(title)
+        ax.set_xlabel("rollout")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "cpus": os.cpu_count(),
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        env["card"] = torch.cuda.get_device_name(0)
+    else:
+        env["card"] = platform.processor() or platform.machine()
+    return env
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {MODES}")
+    p.add_argument("--num-rollout", type=int, default=0, help="0 = the preset's")
+    p.add_argument("--warmup-steps", type=int, default=-1, help="-1 = the preset's")
+    p.add_argument("--lr", type=float, default=0.0, help="RL lr; 0 = the preset's")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads per actor")
+    p.add_argument(
+        "--actors",
+        choices=("auto", "ray", "inproc"),
+        default="auto",
+        help="Ray actors, or the driver's actors in this process (auto: Ray when installed)",
+    )
+    p.add_argument("--set", action="append", default=[], help="extra Hydra override (repeat)")
+    p.add_argument("--out", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    preset = PRESETS[args.preset]
+    out = args.out or ROOT / "bench" / "results" / f"speculative_{args.device}_{args.preset}"
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = base_overrides(args, preset)
+    steps = preset.warmup_steps if args.warmup_steps < 0 else args.warmup_steps
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from inproc_ray import ray_or_inproc
+
+    result: dict[str, Any] = {
+        "command": "python bench/bench_speculative.py " + " ".join(argv or sys.argv[1:]),
+        "environment": environment(args.device),
+        "overrides": overrides,
+    }
+    with ray_or_inproc(args.actors) as kind:
+        result["environment"]["actors"] = kind
+        warm_dir, result["warm_start"] = warm_start(overrides, steps, preset.warmup_lr, out)
+        result["runs"] = {
+            mode: run_mode(overrides, mode, warm_dir, out) for mode in args.modes.split(",")
+        }
+    report = render_report(result)
+    (out / "report.md").write_text(report)
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    plot = plot_curves(result["runs"], out / "curves.png")
+    result["report"], result["plot"] = report, plot
+    print(report)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""GPU accounting of a run: the one place that counts training, critic and rollout GPUs.
+
+``ParallelismConfig`` knows the layout of one model; what the job's placement group holds also
+depends on the algorithm and the backend. miles (``miles_validate_args`` and
+``miles/ray/placement_group.py``) with ``--advantage-estimator ppo`` adds a critic laid out like
+the actor (``critic_num_nodes/gpus_per_node`` default to the actor's):
+
+- colocated: ``rollout_num_gpus = actor + critic`` and the placement group holds actor + critic
+  bundles; rollout engines span both, so a colocated PPO job needs twice the actor GPUs;
+- disaggregated: actor + critic + rollout bundles.
+
+The local backend trains actor and critic on its one device. plan.py (``plan_data``),
+validate.py (``_check_resources``) and the miles compiler (``plan_values``) all count with these.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from miles_hydra.config.algorithm import AdvantageEstimator
+from miles_hydra.config.backend import BackendKind
+
+if TYPE_CHECKING:
+    from miles_hydra.config.run import RunConfig
+
+
+def critic_gpus(cfg: RunConfig) -> int:
+    """GPUs of miles' PPO critic (the actor's layout again); 0 without a critic or on local."""
+    ppo = cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo
+    if cfg.backend.kind is not BackendKind.miles or not ppo:
+        return 0
+    return cfg.parallelism.actor_world_size
+
+
+def rollout_gpus(cfg: RunConfig) -> int:
+    """miles' rollout_num_gpus: colocated engines span the actor's and the critic's GPUs."""
+    p = cfg.parallelism
+    if p.colocate:
+        return p.actor_world_size + critic_gpus(cfg)
+    return p.total_rollout_gpus
+
+
+def num_engines(cfg: RunConfig) -> int:
+    """SGLang engines miles starts: rollout GPUs / GPUs per engine."""
+    return rollout_gpus(cfg) // cfg.parallelism.rollout_num_gpus_per_engine
+
+
+def total_gpus(cfg: RunConfig) -> int:
+    """GPUs the job's placement group holds (what the allocation must provide)."""
+    p = cfg.parallelism
+    trained = p.actor_world_size + critic_gpus(cfg)
+    return trained if p.colocate else trained + p.total_rollout_gpus
+
+
+def gpu_breakdown(cfg: RunConfig) -> str:
+    """``8 training + 8 critic + 16 rollout`` (colocated rollout shares the trained GPUs)."""
+    p = cfg.parallelism
+    parts = [f"{p.actor_world_size} training"]
+    if critic_gpus(cfg):
+        parts.append(f"{critic_gpus(cfg)} critic")
+    if not p.colocate:
+        parts.append(f"{p.total_rollout_gpus} rollout")
+    return " + ".join(parts)

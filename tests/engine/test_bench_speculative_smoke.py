@@ -1,0 +1,60 @@
+"""CPU smoke test of bench/bench_speculative.py: a 2-rollout RL run per speculative mode (none,
+frozen MTP draft, online MTP draft) from one shared warm-start, driver actors in-process (the
+Ray path of the driver is covered by test_driver.py); checks the report's table, ratios and
+per-step curves, the PNG, and that both drafts start identical."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH))  # bench/ is scripts, not a package
+    try:
+        yield importlib.import_module("bench_speculative")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_partial_credit_reward(bench) -> None:
+    assert bench.sorting_partial_credit("sort 312:", "123", "123") == 1.0
+    assert bench.sorting_partial_credit("sort 312:", "132", "123") == pytest.approx(1 / 3)
+    assert bench.sorting_partial_credit("sort 312:", "1234", "123") == 0.75
+    assert bench.sorting_partial_credit("sort 312:", "", "123") == 0.0
+
+
+@pytest.mark.timeout(120)
+def test_smoke_run_reports_table_ratios_and_curves(bench, tmp_path: Path) -> None:
+    argv = ["--preset", "smoke", "--device", "cpu", "--actors", "inproc", "--out", str(tmp_path)]
+    result = bench.main(argv)
+    report = (tmp_path / "report.md").read_text()
+    for label in ("none", "frozen", "online"):
+        assert f"| {label} |" in report
+    for ratio in ("frozen/none", "online/none", "online/frozen"):
+        assert f"| {ratio} |" in report
+    assert "| step | tok/s none | tok/s frozen | tok/s online | accept len frozen" in report
+    curve_rows = [line for line in report.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(curve_rows) == 2
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "warm_start" / "draft.safetensors").is_file()
+
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert set(runs) == {"none", "mtp", "mtp_online"}
+    for mode, run in runs.items():
+        assert [s["step"] for s in run["steps"]] == [0, 1]
+        assert all(s["tok_s"] > 0 and s["drift_kl"] is not None for s in run["steps"])
+        assert all((s["accept_length"] is None) == (mode == "none") for s in run["steps"])
+        assert all((s["mtp_loss"] is None) == (mode != "mtp_online") for s in run["steps"])
+    # Same warm-start, weights and sampler seed: rollout 0 of both drafts is the same.
+    frozen, online = runs["mtp"]["steps"][0], runs["mtp_online"]["steps"][0]
+    assert frozen["accept_rate"] == online["accept_rate"]
+    assert frozen["tokens"] == online["tokens"]
+    assert result["environment"]["actors"] == "inproc"
