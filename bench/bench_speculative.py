@@ -34,9 +34,10 @@ import gc
 import json
 import os
 import platform
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -46,7 +47,6 @@ for _path in (ROOT, ROOT / "bench"):  # run as a script: the repo and this folde
         sys.path.insert(0, str(_path))
 
 MODES = ("none", "mtp", "mtp_online")
-LABELS = {"none": "none", "mtp": "frozen", "mtp_online": "online"}
 
 
 @dataclass
@@ -56,7 +56,6 @@ class Preset:
     warmup_steps: int  # supervised warm-start steps (batches of samples_per_rollout)
     warmup_lr: float  # warm-start learning rate
     lr: float  # RL learning rate (raised so the policy moves within the run)
-    extra: list[str] = field(default_factory=list)  # appended after the CLI's --set
 
 
 _ROLL = "rollout.rollout_temperature=1.0 data=sorting data.task_kwargs.max_len=10 "
@@ -67,51 +66,28 @@ _MEDIUM = "model.num_layers=16 model.hidden_size=1024 model.ffn_hidden_size=3072
 _MEDIUM += "model.num_attention_heads=16 model.num_query_groups=8 model.kv_channels=64 "
 _BIG_ROLL = "rollout.n_samples_per_prompt=8 rollout.rollout_max_response_len=16 "
 _BIG_ROLL += "rollout.eval_interval=10 data.num_eval_prompts=128 "
-PRESETS = {
-    # tests only: seconds, meaningless numbers
-    "smoke": Preset(
-        (
-            "model.hidden_size=32 model.ffn_hidden_size=64 model.num_attention_heads=2 "
-            "model.num_query_groups=1 model.kv_channels=16 rollout.rollout_batch_size=2 "
-            "rollout.n_samples_per_prompt=2 rollout.rollout_max_response_len=6 "
-            "rollout.eval_interval=null data.num_eval_prompts=4 data=sorting "
-            "data.task_kwargs.max_len=4 reward=custom "
-            "reward.custom_rm_path=bench_speculative:sorting_partial_credit"
-        ).split(),
-        num_rollout=2,
-        warmup_steps=1,
-        warmup_lr=1e-3,
-        lr=1e-3,
-    ),
-    # tiny_dense (2 layers, 128 wide), CPU
-    "tiny": Preset(
-        (
-            _ROLL + "rollout.rollout_batch_size=8 rollout.n_samples_per_prompt=4 "
-            "rollout.rollout_max_response_len=12 rollout.eval_interval=15 "
-            "data.num_eval_prompts=32"
-        ).split(),
-        num_rollout=30,
-        warmup_steps=40,
-        warmup_lr=2e-3,
-        lr=5e-3,
-    ),
-    # 8 layers, 512 wide (~25M params), GPU
+_SMOKE = "model.hidden_size=32 model.ffn_hidden_size=64 model.num_attention_heads=2 "
+_SMOKE += "model.num_query_groups=1 model.kv_channels=16 rollout.rollout_batch_size=2 "
+_SMOKE += "rollout.n_samples_per_prompt=2 rollout.rollout_max_response_len=6 "
+_SMOKE += "rollout.eval_interval=null data.num_eval_prompts=4 data.task_kwargs.max_len=4 "
+_TINY = "rollout.rollout_batch_size=8 rollout.n_samples_per_prompt=4 "
+_TINY += "rollout.rollout_max_response_len=12 rollout.eval_interval=20 data.num_eval_prompts=32"
+PRESETS = {  # overrides, num_rollout, warmup_steps, warmup_lr, lr
+    "smoke": Preset((_ROLL + _SMOKE).split(), 2, 1, 1e-3, 1e-3),  # tests only: seconds
+    "tiny": Preset((_ROLL + _TINY).split(), 40, 150, 2e-3, 5e-3),  # tiny_dense (2x128), CPU
+    # GPU: 8 layers x 512 (~25M params), fp32
     "small": Preset(
-        (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=32").split(),
-        num_rollout=40,
-        warmup_steps=100,
-        warmup_lr=1e-3,
-        lr=2e-4,
+        (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=32").split(), 40, 100, 1e-3, 2e-4
     ),
-    # 16 layers, 1024 wide (~200M params), GPU, bf16 rollout
+    # GPU: 16 layers x 1024 (~200M params), bf16 rollout
     "medium": Preset(
         (
-            _ROLL + _MEDIUM + _BIG_ROLL + "precision=bf16_rollout rollout.rollout_batch_size=64"
+            _ROLL + _MEDIUM + _BIG_ROLL + "rollout.rollout_batch_size=64 precision=bf16_rollout"
         ).split(),
-        num_rollout=40,
-        warmup_steps=150,
-        warmup_lr=5e-4,
-        lr=1e-4,
+        40,
+        150,
+        5e-4,
+        1e-4,
     ),
 }
 
@@ -153,9 +129,9 @@ def base_overrides(args: argparse.Namespace, preset: Preset) -> list[str]:
         f"algorithm.lr={args.lr or preset.lr}",
         "algorithm.use_kl_loss=true",  # reference log-probs for drift_kl; coefficient stays 0
         "checkpoint.save_interval=null",
+        "checkpoint.resume=false",
         "logging.progress_bar=false",
         *args.set,
-        *preset.extra,
     ]
 
 
@@ -201,8 +177,7 @@ def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict
         ]
     )
     run_dir = out / mode
-    if (run_dir / "metrics.jsonl").exists():
-        (run_dir / "metrics.jsonl").unlink()  # a rerun starts a fresh log
+    shutil.rmtree(run_dir, ignore_errors=True)  # a rerun starts fresh (no resume, fresh log)
     load_before = os.getloadavg()
     start = time.perf_counter()
     driver.train(cfg, run_dir)
@@ -213,6 +188,7 @@ def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict
     evals = {int(r["eval/step"]): accuracy(r) for r in records if "eval/step" in r}
     return {
         "mode": mode,
+        "num_steps": cfg.speculative.num_steps if cfg.speculative.enabled else 0,
         "wall_s": wall,
         "load_before": load_before,
         "load_after": os.getloadavg(),
@@ -247,128 +223,17 @@ def accuracy(record: dict[str, Any]) -> Optional[float]:
     return float(record[keys[0]]) if keys else None
 
 
-# --------------------------------------------------------------------------- report
-def _mean(values: list[Optional[float]]) -> Optional[float]:
-    kept = [v for v in values if v is not None]
-    return sum(kept) / len(kept) if kept else None
-
-
-def summarize(run: dict[str, Any]) -> dict[str, Optional[float]]:
-    """Means over rollouts 1.. (rollout 0 pays first-call allocations)."""
-    steps = run["steps"][1:] or run["steps"]
-    third = max(1, len(run["steps"]) // 3)
-    last_eval = run["eval"][max(run["eval"])] if run["eval"] else None
-    return {
-        "tok_s_mean": _mean([s["tok_s"] for s in steps]),
-        "tok_s_total": sum(s["tokens"] for s in steps) / sum(s["rollout_time"] for s in steps),
-        "accept_length": _mean([s["accept_length"] for s in steps]),
-        "accept_rate": _mean([s["accept_rate"] for s in steps]),
-        "accept_length_first": _mean([s["accept_length"] for s in run["steps"][:third]]),
-        "accept_length_last": _mean([s["accept_length"] for s in run["steps"][-third:]]),
-        "mtp_loss": _mean([s["mtp_loss"] for s in steps]),
-        "drift_kl_last": _mean([s["drift_kl"] for s in run["steps"][-third:]]),
-        "reward": _mean([s["reward"] for s in steps]),
-        "eval_last": last_eval,
-    }
-
-
-def _fmt(value: Optional[float], digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _ratio(a: Optional[float], b: Optional[float]) -> str:
-    return "—" if a is None or not b else f"{a / b:.3f}"
-
-
-def render_report(result: dict[str, Any]) -> str:
-    """Markdown: set-up, summary table, ratios, per-step curves."""
-    runs = result["runs"]
-    summary = {mode: summarize(run) for mode, run in runs.items()}
-    lines = [
-        f"Command: `{result['command']}`",
-        "",
-        f"Environment: {json.dumps(result['environment'])}",
-        "",
-        "| mode | tok/s (mean) | tok/s (total) | accept len | accept rate | accept len "
-        "first/last third | mtp_loss | drift KL (last third) | reward | eval acc (last) "
-        "| wall s | load avg before -> after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for mode, s in summary.items():
-        run = runs[mode]
-        lines.append(
-            f"| {LABELS[mode]} | {_fmt(s['tok_s_mean'], 1)} | {_fmt(s['tok_s_total'], 1)} "
-            f"| {_fmt(s['accept_length'])} | {_fmt(s['accept_rate'])} "
-            f"| {_fmt(s['accept_length_first'])} / {_fmt(s['accept_length_last'])} "
-            f"| {_fmt(s['mtp_loss'])} | {_fmt(s['drift_kl_last'], 4)} | {_fmt(s['reward'])} "
-            f"| {_fmt(s['eval_last'])} | {run['wall_s']:.0f} "
-            f"| {run['load_before'][0]:.2f} -> {run['load_after'][0]:.2f} |"
-        )
-    lines += ["", "| ratio | tok/s (mean) | tok/s (total) | accept len |", "|---|---|---|---|"]
-    for a, b in (("mtp", "none"), ("mtp_online", "none"), ("mtp_online", "mtp")):
-        if a in summary and b in summary:
-            sa, sb = summary[a], summary[b]
-            lines.append(
-                f"| {LABELS[a]}/{LABELS[b]} | {_ratio(sa['tok_s_mean'], sb['tok_s_mean'])} "
-                f"| {_ratio(sa['tok_s_total'], sb['tok_s_total'])} "
-                f"| {_ratio(sa['accept_length'], sb['accept_length'])} |"
-            )
-    return "\n".join(lines + ["", curves_table(runs), ""])
-
-
-def curves_table(runs: dict[str, Any]) -> str:
-    """Per-rollout curves as a markdown table (tok/s, acceptance, mtp loss, drift)."""
-    modes = list(runs)
-    spec = [m for m in modes if m != "none"]
-    head = ["step", *(f"tok/s {LABELS[m]}" for m in modes)]
-    head += [f"accept len {LABELS[m]}" for m in spec] + [f"accept rate {LABELS[m]}" for m in spec]
-    head += ["mtp_loss online"] * ("mtp_online" in runs) + [f"drift KL {LABELS[m]}" for m in modes]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i in range(max(len(r["steps"]) for r in runs.values())):
-
-        def cell(mode: str, key: str, digits: int = 3, i: int = i) -> str:
-            steps = runs[mode]["steps"]
-            return _fmt(steps[i][key], digits) if i < len(steps) else "—"
-
-        row = [str(i), *(cell(m, "tok_s", 1) for m in modes)]
-        row += [cell(m, "accept_length") for m in spec] + [cell(m, "accept_rate") for m in spec]
-        row += [cell("mtp_online", "mtp_loss")] * ("mtp_online" in runs)
-        row += [cell(m, "drift_kl", 4) for m in modes]
-        rows.append("| " + " | ".join(row) + " |")
-    return "\n".join(rows)
-
-
-def plot_curves(runs: dict[str, Any], path: Path) -> Optional[Path]:
-    """tok/s, accept length and drift over rollouts; None when matplotlib is absent."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    panels = [
-        ("tok_s", "rollout tokens/s"),
-        ("accept_length", "spec accept length"),
-        ("accept_rate", "spec accept rate"),
-        ("drift_kl", "KL(pi || warm-start)"),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
-    for ax, (key, title) in zip(axes, panels):
-        for mode, run in runs.items():
-            points = [(s["step"], s[key]) for s in run["steps"] if s[key] is not None]
-            if points:
-                ax.plot(*zip(*points), marker=".", label=LABELS[mode])
-        ax.set_title(title)
-        ax.set_xlabel("rollout")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------- CLI
+def engine_sources_sha1() -> str:
+    """Hash of miles_hydra/engine/**/*.py (the tree is shared: flags edits during a run)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted((ROOT / "miles_hydra" / "engine").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def environment(device: str) -> dict[str, Any]:
     import torch
 
@@ -377,6 +242,7 @@ def environment(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": device,
         "cpus": os.cpu_count(),
+        "engine_sha1": engine_sources_sha1(),
     }
     if device == "cuda" and torch.cuda.is_available():
         env["card"] = torch.cuda.get_device_name(0)
@@ -427,6 +293,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         result["runs"] = {
             mode: run_mode(overrides, mode, warm_dir, out) for mode in args.modes.split(",")
         }
+    if engine_sources_sha1() != result["environment"]["engine_sha1"]:
+        result["environment"]["engine_sha1"] += (
+            f" CHANGED DURING THE RUN to {engine_sources_sha1()}"
+        )
+    from speculative_report import plot_curves, render_report
+
     report = render_report(result)
     (out / "report.md").write_text(report)
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))

@@ -1,11 +1,12 @@
 """The timed cases of bench_rollout.py: HF generate() (plain / static cache) and RolloutEngine.
 
-Every case: a short probe (8 new tokens) estimates the step time, the case is capped to
-`budget_s` (fixed workload: fewer new tokens; heavy workload: skipped), then one untimed
-warm-up at the full length (so every KV length the timed call sees was seen before: first use
-of a new attention shape is slow on CUDA, measured 2-3.6x on the first call), then `repeats`
-timed calls; the lower median of their wall times is reported. HF static skips the probe (a
-shorter cache would compile a second graph); its first call, compile included, is reported.
+Every case warms up at full length before it is timed (first use of a new attention shape is
+slow on CUDA, measured 2-3.6x on the first call). Eager contenders (HF plain, ours_spec, ours on
+CPU): a short probe (8 new tokens) estimates the step time, the case is capped to `budget_s`
+(fixed workload: fewer new tokens; heavy workload: skipped), then one untimed full-length
+warm-up. HF static and our graph path: a first full call (compile / graph capture; reported as
+first_call_s), a second full call whose time estimates the step (ours: warm_s), then the cap.
+Then `repeats` timed calls; the lower median of their wall times is reported.
 """
 
 from __future__ import annotations

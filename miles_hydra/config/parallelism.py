@@ -48,20 +48,10 @@ class ParallelismConfig:
 
     @property
     def total_rollout_gpus(self) -> int:
+        """Rollout GPUs before any critic (see miles_hydra.config.layout for the job's total)."""
         if self.colocate:
             return self.actor_world_size
         return self.rollout_num_gpus or 0
-
-    @property
-    def num_engines(self) -> int:
-        return self.total_rollout_gpus // self.rollout_num_gpus_per_engine
-
-    @property
-    def total_gpus(self) -> int:
-        """GPUs the job needs: shared when colocated, actor + rollout otherwise."""
-        if self.colocate:
-            return self.actor_world_size
-        return self.actor_world_size + self.total_rollout_gpus
 
     def validate(self) -> None:
         for key in (

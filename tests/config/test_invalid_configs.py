@@ -479,7 +479,7 @@ def test_compose_time_typo_names_key(overrides: list[str], texts: list[str]) -> 
 
 CLI_CASES = [
     (["model.num_layerz=3"], "model.num_layerz"),
-    (["model=qwen3_4bb"], "model/qwen3_4bb"),
+    (["model=qwen3_4bb"], "model=qwen3_4bb: no such option; did you mean model=qwen3_4b?"),
     (["rollout.global_batch_size=30"], "rollout.global_batch_size"),
     (["model=qwen3_4b", "precision=fp8", "cluster.gpu_compute_capability=8.0"], "precision"),
     (

@@ -136,8 +136,11 @@ class RolloutEngine:
             caps = [max(1, min(c, params.max_new_tokens)) for c in max_new_tokens_per_prompt]
         slots = min(len(prompts), self.max_batch_size)
         max_len = max(len(p) for p in prompts) + params.max_new_tokens + self.num_draft_steps + 1
+        batched = self.batched_decode and not self.num_draft_steps and not record_routing
+        if batched:  # slots in powers of two (idle ones decode masked): few graphs to capture
+            slots = min(1 << (slots - 1).bit_length(), max(slots, self.max_batch_size))
         self._ensure_cache(slots, max_len)
-        if self.batched_decode and not self.num_draft_steps and not record_routing:
+        if batched:
             if self._decode_step is None or self._decode_step.cache is not self.cache:
                 self._decode_step = DecodeStep(
                     self.policy.lm, self.cache, self.cuda_graphs, self.compile_decode
