@@ -71,10 +71,10 @@ _SMOKE += "model.num_query_groups=1 model.kv_channels=16 rollout.rollout_batch_s
 _SMOKE += "rollout.n_samples_per_prompt=2 rollout.rollout_max_response_len=6 "
 _SMOKE += "rollout.eval_interval=null data.num_eval_prompts=4 data.task_kwargs.max_len=4 "
 _TINY = "rollout.rollout_batch_size=8 rollout.n_samples_per_prompt=4 "
-_TINY += "rollout.rollout_max_response_len=12 rollout.eval_interval=20 data.num_eval_prompts=32"
+_TINY += "rollout.rollout_max_response_len=12 rollout.eval_interval=30 data.num_eval_prompts=32"
 PRESETS = {  # overrides, num_rollout, warmup_steps, warmup_lr, lr
     "smoke": Preset((_ROLL + _SMOKE).split(), 2, 1, 1e-3, 1e-3),  # tests only: seconds
-    "tiny": Preset((_ROLL + _TINY).split(), 40, 150, 2e-3, 5e-3),  # tiny_dense (2x128), CPU
+    "tiny": Preset((_ROLL + _TINY).split(), 60, 150, 2e-3, 5e-3),  # tiny_dense (2x128), CPU
     # GPU: 8 layers x 512 (~25M params), fp32
     "small": Preset(
         (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=32").split(), 40, 100, 1e-3, 2e-4
@@ -122,7 +122,6 @@ def compose_run_config(overrides: list[str]) -> Any:
 def base_overrides(args: argparse.Namespace, preset: Preset) -> list[str]:
     return [
         *preset.overrides,
-        f"seed={args.seed}",
         f"backend.device={args.device}",
         f"backend.num_threads={args.num_threads}",
         f"rollout.num_rollout={args.num_rollout or preset.num_rollout}",
@@ -259,7 +258,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--num-rollout", type=int, default=0, help="0 = the preset's")
     p.add_argument("--warmup-steps", type=int, default=-1, help="-1 = the preset's")
     p.add_argument("--lr", type=float, default=0.0, help="RL lr; 0 = the preset's")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", default="1", help="comma list; several = a seed-averaged report")
     p.add_argument("--num-threads", type=int, default=1, help="torch threads per actor")
     p.add_argument(
         "--actors",
@@ -272,38 +271,50 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def run_seed(args: argparse.Namespace, seed: int, out: Path, actors: str) -> dict[str, Any]:
+    """Warm-start + one RL run per mode for ``seed``; report, JSON and PNG written in ``out``."""
+    from speculative_report import plot_curves, render_report
+
     preset = PRESETS[args.preset]
-    out = args.out or ROOT / "bench" / "results" / f"speculative_{args.device}_{args.preset}"
     out.mkdir(parents=True, exist_ok=True)
-    overrides = base_overrides(args, preset)
+    overrides = [*base_overrides(args, preset), f"seed={seed}"]
     steps = preset.warmup_steps if args.warmup_steps < 0 else args.warmup_steps
+    env = {**environment(args.device), "actors": actors, "seed": seed}
+    result: dict[str, Any] = {"command": args.command, "environment": env, "overrides": overrides}
+    warm_dir, result["warm_start"] = warm_start(overrides, steps, preset.warmup_lr, out)
+    result["runs"] = {mode: run_mode(overrides, mode, warm_dir, out) for mode in args.modes}
+    if engine_sources_sha1() != env["engine_sha1"]:
+        env["engine_sha1"] += f" CHANGED DURING THE RUN to {engine_sources_sha1()}"
+    (out / "report.md").write_text(render_report(result))
+    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    plot_curves(result["runs"], out / "curves.png")
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    """Run every seed; with several, ``out/report.md`` is the seed-averaged report."""
+    from speculative_report import average_seeds, plot_curves, render_report
+
+    args = parse_args(argv)
+    args.command = "python bench/bench_speculative.py " + " ".join(argv or sys.argv[1:])
+    args.modes = args.modes.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = args.out or ROOT / "bench" / "results" / f"speculative_{args.device}_{args.preset}"
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from inproc_ray import ray_or_inproc
 
-    result: dict[str, Any] = {
-        "command": "python bench/bench_speculative.py " + " ".join(argv or sys.argv[1:]),
-        "environment": environment(args.device),
-        "overrides": overrides,
-    }
-    with ray_or_inproc(args.actors) as kind:
-        result["environment"]["actors"] = kind
-        warm_dir, result["warm_start"] = warm_start(overrides, steps, preset.warmup_lr, out)
-        result["runs"] = {
-            mode: run_mode(overrides, mode, warm_dir, out) for mode in args.modes.split(",")
-        }
-    if engine_sources_sha1() != result["environment"]["engine_sha1"]:
-        result["environment"]["engine_sha1"] += (
-            f" CHANGED DURING THE RUN to {engine_sources_sha1()}"
-        )
-    from speculative_report import plot_curves, render_report
-
+    with ray_or_inproc(args.actors) as actors:
+        per_seed = [
+            run_seed(args, seed, out / f"seed_{seed}" if len(seeds) > 1 else out, actors)
+            for seed in seeds
+        ]
+    result = per_seed[0] if len(seeds) == 1 else average_seeds(per_seed)
     report = render_report(result)
     (out / "report.md").write_text(report)
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    plot = plot_curves(result["runs"], out / "curves.png")
-    result["report"], result["plot"] = report, plot
+    if len(seeds) > 1:
+        (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
+        plot_curves(result["runs"], out / "curves.png")
+    result["report"], result["plot"] = report, out / "curves.png"
     print(report)
     return result
 

@@ -78,7 +78,29 @@ def render_report(result: dict[str, Any]) -> str:
                 f"| {_ratio(sa['tok_s_total'], sb['tok_s_total'])} "
                 f"| {_ratio(sa['accept_length'], sb['accept_length'])} |"
             )
+    if "per_seed" in result:
+        lines += ["", per_seed_table(result["per_seed"])]
     return "\n".join(lines + ["", curves_table(runs), ""])
+
+
+def per_seed_table(results: list[dict[str, Any]]) -> str:
+    """Acceptance and drift of each seed (does the online draft win seed by seed?)."""
+    rows = [
+        "| seed | accept len frozen / online (mean) | last third frozen / online "
+        "| drift KL last third none / frozen / online |",
+        "|---|---|---|---|",
+    ]
+    for result in results:
+        s = {mode: summarize(run) for mode, run in result["runs"].items()}
+        f, o = s.get("mtp", {}), s.get("mtp_online", {})
+        drift = " / ".join(_fmt(s[m]["drift_kl_last"], 3) for m in s)
+        rows.append(
+            f"| {result['environment']['seed']} "
+            f"| {_fmt(f.get('accept_length'))} / {_fmt(o.get('accept_length'))} "
+            f"| {_fmt(f.get('accept_length_last'))} / {_fmt(o.get('accept_length_last'))} "
+            f"| {drift} |"
+        )
+    return "\n".join(rows)
 
 
 def curves_table(runs: dict[str, Any]) -> str:
@@ -131,3 +153,33 @@ def plot_curves(runs: dict[str, Any], path: Path) -> Optional[Path]:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def average_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``result`` whose per-rollout rows are means over seeds (a field is None when any
+    seed lacks it), wall time summed, load averages from the first and last run."""
+    first = results[0]
+    runs: dict[str, Any] = {}
+    for mode in first["runs"]:
+        per_seed = [r["runs"][mode] for r in results]
+        n = min(len(run["steps"]) for run in per_seed)
+        steps = []
+        for i in range(n):
+            rows = [run["steps"][i] for run in per_seed]
+            steps.append({key: _mean_all([row[key] for row in rows]) for key in rows[0]})
+        evals = [run["eval"] for run in per_seed]
+        common = set.intersection(*(set(e) for e in evals))
+        runs[mode] = {
+            **per_seed[0],
+            "steps": steps,
+            "eval": {k: sum(e[k] for e in evals) / len(evals) for k in common},
+            "wall_s": sum(run["wall_s"] for run in per_seed),
+            "load_after": per_seed[-1]["load_after"],
+        }
+    seeds = [r["environment"]["seed"] for r in results]
+    env = {**first["environment"], "seed": f"mean over seeds {seeds}"}
+    return {**first, "environment": env, "runs": runs, "per_seed": results}
+
+
+def _mean_all(values: list[Optional[float]]) -> Optional[float]:
+    return None if any(v is None for v in values) else sum(values) / len(values)
