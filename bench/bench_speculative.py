@@ -20,7 +20,8 @@ samples (a KL(pi || pi_warm) estimate; ``algorithm.use_kl_loss=true`` with coeff
 the trainer compute the reference log-probs without changing the loss). Summaries skip the
 first rollout (first-call allocations). The speculative sampler draws differently from plain
 sampling (lossless in distribution, not sample for sample), so the three RL trajectories
-agree in distribution only.
+agree in distribution only; so after the online run both drafts (warm-start = frozen, and
+online) are also scored on the same samples of its final policy (``draft_hits``).
 
 Output under ``--out`` (default ``bench/results/speculative_<device>_<preset>``): ``report.md``
 (summary table, ratios, per-step curves as text), ``results.json`` and ``curves.png``.
@@ -54,7 +55,7 @@ class Preset:
     overrides: list[str]  # Hydra overrides of conf/ (model shape, task, rollout sizes)
     num_rollout: int  # RL rollouts per mode
     warmup_steps: int  # supervised warm-start steps (batches of samples_per_rollout)
-    warmup_lr: float  # warm-start learning rate
+    warmup_lr: float  # warm-start learning rate (data.warmup_sft_lr)
     lr: float  # RL learning rate (raised so the policy moves within the run)
 
 
@@ -74,7 +75,7 @@ _TINY = "rollout.rollout_batch_size=8 rollout.n_samples_per_prompt=4 "
 _TINY += "rollout.rollout_max_response_len=12 rollout.eval_interval=30 data.num_eval_prompts=32"
 PRESETS = {  # overrides, num_rollout, warmup_steps, warmup_lr, lr
     "smoke": Preset((_ROLL + _SMOKE).split(), 2, 1, 1e-3, 1e-3),  # tests only: seconds
-    "tiny": Preset((_ROLL + _TINY).split(), 60, 150, 2e-3, 5e-3),  # tiny_dense (2x128), CPU
+    "tiny": Preset((_ROLL + _TINY).split(), 60, 150, 8e-2, 5e-3),  # tiny_dense (2x128), CPU
     # GPU: 8 layers x 512 (~25M params), fp32
     "small": Preset(
         (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=32").split(), 40, 100, 1e-3, 2e-4
@@ -143,7 +144,7 @@ def warm_start(overrides: list[str], steps: int, lr: float, out: Path) -> tuple[
     from miles_hydra.engine.models import save_checkpoint_dir
     from miles_hydra.engine.trainer import TrainerActor
 
-    cfg = compose_run_config([*overrides, "speculative=mtp", f"algorithm.lr={lr}"])
+    cfg = compose_run_config([*overrides, "speculative=mtp", f"data.warmup_sft_lr={lr}"])
     tokenizer = build_tokenizer(cfg.model)
     r = cfg.rollout
     source = build_prompt_source(
@@ -162,10 +163,23 @@ def warm_start(overrides: list[str], steps: int, lr: float, out: Path) -> tuple[
     return Path(path), metrics
 
 
+def torch_no_grad(fn: Any) -> Any:
+    """``torch.no_grad()`` as a decorator, importing torch only when called."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict[str, Any]:
     """One RL run from the warm-start with ``speculative=mode``; its records and load."""
-    from miles_hydra.engine import driver
+    from miles_hydra.engine import checkpoint, driver
     from miles_hydra.engine.metrics import read_records
+    from miles_hydra.engine.models import DRAFT_FILE
 
     cfg = compose_run_config(
         [
@@ -185,6 +199,14 @@ def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict
     samples = cfg.rollout.samples_per_rollout
     steps = [step_row(r, samples) for r in records if "step" in r]
     evals = {int(r["eval/step"]): accuracy(r) for r in records if "eval/step" in r}
+    check = {}
+    if mode == "mtp_online":  # both drafts on the same samples: warm-start and final policy
+        final = checkpoint.find_latest(run_dir / "checkpoints") / checkpoint.MODEL_DIR
+        drafts = {"frozen": warm_dir / DRAFT_FILE, "online": final / DRAFT_FILE}
+        check = {
+            "warm_policy": draft_hits(cfg, warm_dir, {"frozen": warm_dir / DRAFT_FILE}),
+            "final_policy": draft_hits(cfg, final, drafts),
+        }
     return {
         "mode": mode,
         "num_steps": cfg.speculative.num_steps if cfg.speculative.enabled else 0,
@@ -193,7 +215,50 @@ def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict
         "load_after": os.getloadavg(),
         "steps": steps,
         "eval": {k: v for k, v in evals.items() if v is not None},
+        "draft_check": check,
     }
+
+
+@torch_no_grad
+def draft_hits(cfg: Any, model_dir: Path, drafts: dict[str, Path], samples: int = 4) -> dict:
+    """Drafts scored on the same samples of the policy in ``model_dir`` (eval prompts x
+    ``samples``, rollout temperature): ``<name>_hit`` = top-1 hit rate of token t+2 given the
+    true t+1 (for a greedy draft, the expected acceptance of the first drafted token) and
+    ``<name>_ce`` = the MTP loss; ``drafts`` maps a name to a draft.safetensors file."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from miles_hydra.config.speculative import SpeculativeConfig
+    from miles_hydra.engine.data import build_prompt_source, build_tokenizer
+    from miles_hydra.engine.draft import mtp_loss
+    from miles_hydra.engine.models import build_policy
+    from miles_hydra.engine.rollout import RolloutEngine, SamplingParams
+    from miles_hydra.engine.train_batch import sft_batch
+    from miles_hydra.engine.trainer import resolve_device
+
+    device, r = resolve_device(cfg.backend.device.value), cfg.rollout
+    model_cfg = dataclasses.replace(cfg.model, hf_checkpoint=str(model_dir))
+    tok = build_tokenizer(cfg.model)
+    source = build_prompt_source(
+        cfg.data, tok, cfg.seed, r.rollout_max_prompt_len, r.rollout_max_response_len
+    )
+    prompts = [p.ids for p in source.eval_prompts() for _ in range(samples)]
+    engine = RolloutEngine(model_cfg, SpeculativeConfig(), cfg.precision, device, cfg.seed + 7)
+    params = SamplingParams(
+        r.rollout_temperature, 1.0, -1, r.rollout_max_response_len, [tok.eos_id]
+    )
+    outputs = engine.generate(prompts, params)
+    policy = build_policy(model_cfg, cfg.speculative, cfg.precision.train_dtype, device, cfg.seed)
+    batch = sft_batch([(p, o.response_ids) for p, o in zip(prompts, outputs)], tok.pad_id)
+    batch = batch.to(device)
+    hidden = policy.lm.model(input_ids=batch.input_ids).last_hidden_state
+    out = {}
+    for name, path in drafts.items():
+        policy.draft.load_state_dict(load_file(str(path)))
+        _, m = mtp_loss(policy.draft, policy.lm, hidden, batch.input_ids, batch.seq_loss_mask)
+        out[f"{name}_hit"], out[f"{name}_ce"] = m["train/mtp_accuracy"], m["train/mtp_loss"]
+    return out
 
 
 def step_row(record: dict[str, Any], samples: int) -> dict[str, Optional[float]]:

@@ -87,6 +87,7 @@ def _stub_installed() -> Iterator[None]:
     """The stand-in as ``ray``; an engine actor class made by the real Ray before (the
     engine imported earlier in this process) is swapped for an in-process one meanwhile."""
     saved = {k: sys.modules.get(k) for k in ("ray", "ray.exceptions")}
+    imported_before = set(sys.modules)
     stub = _module()
     sys.modules["ray"], sys.modules["ray.exceptions"] = stub, stub.exceptions
     patched = []
@@ -105,6 +106,11 @@ def _stub_installed() -> Iterator[None]:
                 sys.modules.pop(key, None)
             else:
                 sys.modules[key] = module
+        # Modules first imported meanwhile bound the stand-in as `ray` (e.g. the lazily imported
+        # engine actor): forget them, so later imports in this process get the real Ray.
+        for name in set(sys.modules) - imported_before:
+            if name.startswith("miles_hydra"):
+                del sys.modules[name]
 
 
 @contextlib.contextmanager

@@ -78,8 +78,8 @@ def render_report(result: dict[str, Any]) -> str:
                 f"| {_ratio(sa['tok_s_total'], sb['tok_s_total'])} "
                 f"| {_ratio(sa['accept_length'], sb['accept_length'])} |"
             )
-    if "per_seed" in result:
-        lines += ["", per_seed_table(result["per_seed"])]
+    results = result.get("per_seed", [result])
+    lines += ["", per_seed_table(results)]
     return "\n".join(lines + ["", curves_table(runs), ""])
 
 
@@ -87,8 +87,9 @@ def per_seed_table(results: list[dict[str, Any]]) -> str:
     """Acceptance and drift of each seed (does the online draft win seed by seed?)."""
     rows = [
         "| seed | accept len frozen / online (mean) | last third frozen / online "
-        "| drift KL last third none / frozen / online |",
-        "|---|---|---|---|",
+        "| drift KL last third none / frozen / online "
+        "| same samples: frozen hit (warm policy) | frozen / online hit (final policy) |",
+        "|---|---|---|---|---|---|",
     ]
     for result in results:
         s = {mode: summarize(run) for mode, run in result["runs"].items()}
@@ -98,7 +99,9 @@ def per_seed_table(results: list[dict[str, Any]]) -> str:
             f"| {result['environment']['seed']} "
             f"| {_fmt(f.get('accept_length'))} / {_fmt(o.get('accept_length'))} "
             f"| {_fmt(f.get('accept_length_last'))} / {_fmt(o.get('accept_length_last'))} "
-            f"| {drift} |"
+            f"| {drift} | {_hits(result, 'warm_policy', 'frozen')} "
+            f"| {_hits(result, 'final_policy', 'frozen')} / "
+            f"{_hits(result, 'final_policy', 'online')} |"
         )
     return "\n".join(rows)
 
@@ -179,6 +182,11 @@ def average_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
     seeds = [r["environment"]["seed"] for r in results]
     env = {**first["environment"], "seed": f"mean over seeds {seeds}"}
     return {**first, "environment": env, "runs": runs, "per_seed": results}
+
+
+def _hits(result: dict[str, Any], policy: str, draft: str) -> str:
+    check = result["runs"].get("mtp_online", {}).get("draft_check") or {}
+    return _fmt(check.get(policy, {}).get(f"{draft}_hit"))
 
 
 def _mean_all(values: list[Optional[float]]) -> Optional[float]:

@@ -40,9 +40,11 @@ def test_smoke_run_reports_table_ratios_and_curves(bench, tmp_path: Path) -> Non
         assert f"| {label} |" in report
     for ratio in ("frozen/none", "online/none", "online/frozen"):
         assert f"| {ratio} |" in report
-    assert "| step | tok/s none | tok/s frozen | tok/s online | accept len frozen" in report
-    curve_rows = [line for line in report.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
-    assert len(curve_rows) == 2
+    header = "| step | tok/s none | tok/s frozen | tok/s online | accept len frozen"
+    assert header in report
+    curves = report[report.index(header) :].splitlines()[2:]
+    assert [row.split(" | ")[0] for row in curves if row] == ["| 0", "| 1"]
+    assert "frozen / online hit (final policy)" in report  # same-sample draft check
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert (tmp_path / "warm_start" / "draft.safetensors").is_file()
 
@@ -57,4 +59,8 @@ def test_smoke_run_reports_table_ratios_and_curves(bench, tmp_path: Path) -> Non
     frozen, online = runs["mtp"]["steps"][0], runs["mtp_online"]["steps"][0]
     assert frozen["accept_rate"] == online["accept_rate"]
     assert frozen["tokens"] == online["tokens"]
+    check = runs["mtp_online"]["draft_check"]
+    assert 0.0 <= check["final_policy"]["frozen_hit"] <= 1.0
+    assert 0.0 <= check["final_policy"]["online_hit"] <= 1.0
+    assert set(check["warm_policy"]) == {"frozen_hit", "frozen_ce"}
     assert result["environment"]["actors"] == "inproc"
