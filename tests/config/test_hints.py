@@ -15,7 +15,7 @@ from miles_hydra.hints import typo_hints
         ("modle=qwen3_4b", "modle: unknown key; did you mean mode or model?"),
         ("algorithm/correction=tiss", "did you mean algorithm/correction=tis?"),
         ("algorithm.correction.uper=3", "did you mean algorithm.correction.upper"),
-        ("experiment_nam=x", "did you mean experiment_name?"),
+        ("experiment_nam=x", "did you mean experiment_name or experiment?"),
         (
             "model=qwen3_4b,qwen3_8bb",
             "model=qwen3_8bb: no such option; did you mean model=qwen3_8b?",
