@@ -34,32 +34,11 @@ from bench_rollout import PRESETS, build_models, environment  # noqa: E402
 
 
 def fixed_decode_forward(lm, cache, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """kv.cached_forward's math for rows 0..B-1 with kv_len = cache.max_len: no host sync, so
-    it can be graph-captured. Returns the logits [B, T, V]."""
-    from miles_hydra.engine.rollout.kv import _attention
+    """kv.cached_forward for rows 0..B-1 with kv_len = cache.max_len: no host sync, so it can
+    be graph-captured. Returns the logits [B, T, V]."""
+    from miles_hydra.engine.rollout.kv import cached_forward
 
-    model = lm.model
-    kv_len = cache.max_len
-    mask = torch.arange(kv_len, device=ids.device)[None, None, :] <= positions[:, :, None]
-    mask = mask[:, None]
-    h = model.embed_tokens(ids)
-    cos, sin = model.rotary_emb(h, positions)
-    for i, layer in enumerate(model.layers):
-        x = layer.input_layernorm(h)
-        h = h + _attention(
-            layer.self_attn,
-            x,
-            cos,
-            sin,
-            cache.keys[i],
-            cache.values[i],
-            None,
-            positions,
-            kv_len,
-            mask,
-        )
-        h = h + layer.mlp(layer.post_attention_layernorm(h))
-    return lm.lm_head(model.norm(h))
+    return cached_forward(lm, cache, ids, positions, kv_len=cache.max_len).logits
 
 
 def median_ms(fn: Callable[[], object], reps: int, device: torch.device) -> float:
