@@ -11,6 +11,8 @@ Contenders (all share one random-init policy, so the weights are identical):
              batched decode loop with CUDA graphs, decode.py / graphs.py).
   ours_compiled  the same with compile_decode=True (torch.compile before capture; CUDA only,
              one compile per batch size, reported as warmup_s).
+  ours_sdpa  ours with attn_kernel=False: SDPA over kv buckets of 64 positions instead of the
+             Triton decode-attention kernel (the A/B of the kernel; CUDA only).
   ours_spec  RolloutEngine with speculative.mode=mtp and an UNTRAINED draft head (worst case:
              acceptance near 0); acceptance is reported.
 Workloads: `fixed` (batch B, prompt P, exactly N new tokens, eos disabled) and `heavy`
@@ -49,7 +51,7 @@ from rollout_contenders import (  # noqa: E402
     run_ours,
 )
 
-CONTENDERS = ("hf_plain", "hf_static", "ours", "ours_spec", "ours_compiled")
+CONTENDERS = ("hf_plain", "hf_static", "ours", "ours_sdpa", "ours_spec", "ours_compiled")
 
 
 @dataclass
@@ -97,6 +99,11 @@ def build_models(
         engines["ours_spec"] = RolloutEngine(
             model_cfg, spec, precision, str(device), seed, policy=policy
         )
+    if device.type == "cuda":
+        engines["ours_sdpa"] = RolloutEngine(
+            model_cfg, SpeculativeConfig(), precision, str(device), seed, policy=policy,
+            attn_kernel=False,
+        )  # fmt: skip
     if compiled and device.type == "cuda":
         engines["ours_compiled"] = RolloutEngine(
             model_cfg, SpeculativeConfig(), precision, str(device), seed, policy=policy,
@@ -211,7 +218,7 @@ def _one_case(name: str, policy, engines: dict, ids: torch.Tensor, case: Case,
             why = f"unknown contender (choose from {CONTENDERS})"
             if name == "ours_spec" and draft_error:
                 why = draft_error
-            elif name == "ours_compiled":
+            elif name in ("ours_compiled", "ours_sdpa"):
                 why = "needs CUDA"
             return Result(name, case.workload, case.batch, ids.shape[0], 0, 0.0, 0.0, 0,
                           f"not run: {why}")  # fmt: skip

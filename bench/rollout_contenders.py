@@ -160,7 +160,7 @@ def run_ours(engine, prompts: list[list[int]], name: str, case: Case) -> Result:
     first = prompts[: case.batch]
     chunks = math.ceil(len(prompts) / case.batch)
     extra: dict = {}
-    if engine.batched_decode and not engine.num_draft_steps:
+    if engine.batched_decode:
         # graph path: a short probe would size a smaller cache and capture (compile) twice;
         # warm up at full length instead (first call: captures/compiles), estimate from a
         # second full call
@@ -188,7 +188,7 @@ def run_ours(engine, prompts: list[list[int]], name: str, case: Case) -> Result:
     _, seconds = _repeat(case, call, extra)
     tokens = sum(len(o.response_ids) for o in outs)
     step = getattr(engine, "_decode_step", None)
-    if step is not None and engine.batched_decode and not engine.num_draft_steps:
+    if step is not None and engine.batched_decode:
         extra["graphs"] = step.num_graphs
     drafted = sum(o.spec_draft_tokens for o in outs)
     if drafted:

@@ -9,6 +9,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 LABELS = {"none": "none", "mtp": "frozen", "mtp_online": "online"}
+DEPTH_METRIC = "rollout/spec_accept_rate_depth"  # + i: P(draft i accepted | 1..i-1 accepted)
+DEPTH_KEY = "accept_rate_depth"  # + i: the same in a per-rollout row of results.json
+
+
+def depth_rates(record: dict[str, Any]) -> dict[str, float]:
+    """The per-draft-position acceptance of one metrics.jsonl record as step-row fields
+    (``accept_rate_depth{i}``); {} for records that have none (no drafting, older runs)."""
+    return {
+        DEPTH_KEY + k[len(DEPTH_METRIC) :]: v
+        for k, v in record.items()
+        if k.startswith(DEPTH_METRIC)
+    }
+
+
+def _depths(steps: list[dict[str, Any]]) -> list[int]:
+    found = {int(k[len(DEPTH_KEY) :]) for s in steps for k in s if k.startswith(DEPTH_KEY)}
+    return sorted(found)
 
 
 def _mean(values: list[Optional[float]]) -> Optional[float]:
@@ -16,12 +33,14 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
     return sum(kept) / len(kept) if kept else None
 
 
-def summarize(run: dict[str, Any]) -> dict[str, Optional[float]]:
+def summarize(run: dict[str, Any]) -> dict[str, Any]:
     """Means over rollouts 1.. (rollout 0 pays first-call allocations)."""
     steps = run["steps"][1:] or run["steps"]
     rate = _mean([s["accept_rate"] for s in steps])
     third = max(1, len(run["steps"]) // 3)
     last_eval = run["eval"][max(run["eval"])] if run["eval"] else None
+    last = run["steps"][-third:]
+    depth_last = {i: _mean([s.get(f"{DEPTH_KEY}{i}") for s in last]) for i in _depths(last)}
     return {
         "tok_s_mean": _mean([s["tok_s"] for s in steps]),
         "tok_s_total": sum(s["tokens"] for s in steps) / sum(s["rollout_time"] for s in steps),
@@ -34,6 +53,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Optional[float]]:
         "drift_kl_last": _mean([s["drift_kl"] for s in run["steps"][-third:]]),
         "reward": _mean([s["reward"] for s in steps]),
         "eval_last": last_eval,
+        "accept_rate_depth_last": {i: r for i, r in depth_last.items() if r is not None},
     }
 
 
@@ -78,9 +98,33 @@ def render_report(result: dict[str, Any]) -> str:
                 f"| {_ratio(sa['tok_s_total'], sb['tok_s_total'])} "
                 f"| {_ratio(sa['accept_length'], sb['accept_length'])} |"
             )
+    depth = depth_table(summary)
+    lines += ["", depth] if depth else []
     results = result.get("per_seed", [result])
     lines += ["", per_seed_table(results)]
     return "\n".join(lines + ["", curves_table(runs), ""])
+
+
+def depth_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Acceptance per draft position (last-third means): where the draft chain breaks. Empty
+    when no mode logged ``rollout/spec_accept_rate_depth*`` (older results)."""
+    per_mode = {m: s["accept_rate_depth_last"] for m, s in summary.items()}
+    depths = sorted({i for rates in per_mode.values() for i in rates})
+    if not depths:
+        return ""
+    rows = [
+        "Acceptance per draft position, P(draft i accepted given drafts 1..i-1 were), "
+        "mean over the last third of rollouts:",
+        "",
+        "| mode | " + " | ".join(f"depth {i}" for i in depths) + " |",
+        "|---|" + "---|" * len(depths),
+    ]
+    for mode, rates in per_mode.items():
+        if rates:
+            rows.append(
+                f"| {LABELS[mode]} | " + " | ".join(_fmt(rates.get(i)) for i in depths) + " |"
+            )
+    return "\n".join(rows)
 
 
 def per_seed_table(results: list[dict[str, Any]]) -> str:
@@ -122,7 +166,7 @@ def curves_table(runs: dict[str, Any]) -> str:
 
         row = [str(i), *(cell(m, "tok_s", 1) for m in modes)]
         row += [cell(m, "accept_length") for m in spec] + [cell(m, "accept_rate") for m in spec]
-        row += [cell("mtp_online", "mtp_loss")] * ("mtp_online" in runs)
+        row += [cell("mtp_online", "mtp_loss")] if "mtp_online" in runs else []
         row += [cell(m, "drift_kl", 4) for m in modes]
         rows.append("| " + " | ".join(row) + " |")
     return "\n".join(rows)
@@ -169,7 +213,7 @@ def average_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
         steps = []
         for i in range(n):
             rows = [run["steps"][i] for run in per_seed]
-            steps.append({key: _mean_all([row[key] for row in rows]) for key in rows[0]})
+            steps.append({key: _mean_all([row.get(key) for row in rows]) for key in rows[0]})
         evals = [run["eval"] for run in per_seed]
         common = set.intersection(*(set(e) for e in evals))
         runs[mode] = {

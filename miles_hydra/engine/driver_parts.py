@@ -92,6 +92,8 @@ class Actors:
                 cfg.seed + 1000 * (i + 1),
                 max(64, cfg.rollout.samples_per_rollout),
                 threads,
+                cuda_graphs=cfg.backend.rollout_cuda_graphs,
+                compile_decode=cfg.backend.rollout_compile,
             )
             for i in range(n)
         ]

@@ -21,6 +21,7 @@ import numpy as np
 
 from miles_hydra.config import RunConfig
 from miles_hydra.config.logging import Tracker
+from miles_hydra.engine.spec_monitor import DEPTH_RATE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,8 @@ _PLOTS = {
 
 
 def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
-    """PNG plots (reward, eval accuracy, mismatch, timings, ...) from a metrics.jsonl."""
+    """PNG plots (reward, eval accuracy, mismatch, timings, ...) from a metrics.jsonl; a plot
+    whose metrics no record has (e.g. speculative ones of a run without drafting) is skipped."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,6 +233,8 @@ def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
     series = {name: keys for name, keys in _PLOTS.items()}
     eval_keys = sorted({k for r in records if "eval/step" in r for k in r if _is_accuracy(k)})
     series["eval_accuracy"] = eval_keys
+    depth_keys = {k for r in records for k in r if k.startswith(DEPTH_RATE_PREFIX)}
+    series["speculative_depth"] = sorted(depth_keys, key=lambda k: (len(k), k))  # depth2 < 10
     written = []
     for name, keys in series.items():
         fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -11,6 +11,15 @@ the accept length being the tokens emitted per target forward (accepted drafts p
 token the target adds at every verification), as SGLang reports it: 1.0 = the draft is useless,
 num_steps + 1 = every draft accepted.
 
+Where the chain breaks is read from ``spec_accept_hist`` (summed elementwise over samples;
+``hist[a]`` = verify steps that accepted exactly ``a`` of the ``k`` drafts): for depth
+``i = 1..k``::
+
+    rollout/spec_accept_rate_depth{i} = P(draft i accepted | drafts 1..i-1 accepted)
+                                      = sum(hist[i:]) / sum(hist[i-1:])
+
+(the per-draft-position acceptance EAGLE and SGLang report; a depth nobody reached is left out).
+
 The alert guards against the silent collapse of miles PR #1926 (a draft whose weights stopped
 being synced: throughput fell back to no-speculation with nothing logged). It fires when the
 accept length falls below ``(1 - accept_drop_alert) * best`` where ``best`` is the highest accept
@@ -22,12 +31,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from miles_hydra.config.speculative import SpeculativeConfig
 
 logger = logging.getLogger(__name__)
+
+DEPTH_RATE_PREFIX = "rollout/spec_accept_rate_depth"  # + depth i (1-based)
 
 
 @dataclass
@@ -37,15 +48,19 @@ class SpecStats:
     draft_tokens: int = 0  # tokens proposed by the draft
     accepted_tokens: int = 0  # proposed tokens the target accepted
     verify_steps: int = 0  # target verification forwards
+    # verify steps by accepted draft count (hist[a]: exactly a accepted); [] when not reported
+    accept_hist: list[int] = field(default_factory=list)
 
     @classmethod
     def from_outputs(cls, outputs: Iterable[Any]) -> SpecStats:
-        """Sum the ``spec_*`` fields of ``GenOutput``-like objects."""
+        """Sum the ``spec_*`` fields of ``GenOutput``-like objects; histograms elementwise,
+        the shorter padded with zeros (an output without ``spec_accept_hist`` counts as [])."""
         stats = cls()
         for out in outputs:
             stats.draft_tokens += out.spec_draft_tokens
             stats.accepted_tokens += out.spec_accepted_tokens
             stats.verify_steps += out.spec_verify_steps
+            stats.accept_hist = add_hists(stats.accept_hist, getattr(out, "spec_accept_hist", []))
         return stats
 
     @property
@@ -57,6 +72,29 @@ class SpecStats:
         if not self.verify_steps:
             return 0.0
         return (self.accepted_tokens + self.verify_steps) / self.verify_steps
+
+
+def add_hists(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """Elementwise ``a + b``, the shorter padded with zeros (k may differ between samples)."""
+    n = max(len(a), len(b))
+    return [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(n)]
+
+
+def depth_accept_rates(hist: Sequence[int]) -> dict[int, float]:
+    """Acceptance per draft position from an accepted-count histogram.
+
+    ``rate[i] = sum(hist[i:]) / sum(hist[i-1:])`` for ``i = 1..len(hist)-1``: of the verify
+    steps whose drafts 1..i-1 were all accepted, the fraction that also accepted draft i.
+    Depths with a zero denominator are omitted. ``[2, 3, 1, 4]`` -> ``{1: 8/10, 2: 5/8, 3: 4/5}``.
+    """
+    rates = {}
+    reached = sum(hist)  # steps that accepted >= i - 1 drafts
+    for i in range(1, len(hist)):
+        accepted = reached - hist[i - 1]  # steps that accepted >= i drafts
+        if reached:
+            rates[i] = accepted / reached
+        reached = accepted
+    return rates
 
 
 def accept_collapse(history: Sequence[float], current: float, drop: float, window: int) -> bool:
@@ -111,12 +149,15 @@ class SpecMonitor:
             )
         self.collapsed = collapse
         self.history.append(length)
-        return {
+        metrics = {
             "rollout/spec_accept_rate": stats.accept_rate,
             "rollout/spec_accept_length": length,
             "rollout/spec_accept_length_best": max(best, length),
             "rollout/spec_accept_collapse": float(collapse),
         }
+        for depth, rate in depth_accept_rates(stats.accept_hist).items():
+            metrics[f"{DEPTH_RATE_PREFIX}{depth}"] = rate
+        return metrics
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history), "collapsed": self.collapsed}

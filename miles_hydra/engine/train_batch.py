@@ -118,3 +118,20 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
 def split_indices(n: int, size: int) -> list[torch.Tensor]:
     """Consecutive index chunks of ``size`` covering ``range(n)``."""
     return [torch.arange(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def token_budget_chunks(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
+    """Consecutive index chunks of ``range(len(lengths))`` whose padded size (rows x longest
+    row, what a micro-batch costs here) stays within ``budget`` tokens; a row longer than the
+    budget gets a chunk of its own. Order is kept, so the chunks reproduce bit for bit."""
+    chunks: list[torch.Tensor] = []
+    start, longest = 0, 0
+    for i, length in enumerate(lengths.tolist()):
+        longest_with = max(longest, length)
+        if i > start and (i - start + 1) * longest_with > budget:
+            chunks.append(torch.arange(start, i))
+            start, longest_with = i, length
+        longest = longest_with
+    if len(lengths):
+        chunks.append(torch.arange(start, len(lengths)))
+    return chunks

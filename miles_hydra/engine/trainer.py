@@ -32,6 +32,7 @@ from miles_hydra.engine.train_batch import (
     pack,
     sft_batch,
     split_indices,
+    token_budget_chunks,
 )
 from miles_hydra.engine.trainer_parts import (
     Critic,
@@ -138,11 +139,19 @@ class TrainerActor:
         logits = self._response_logits(model, hidden, mb)
         return algo.token_log_probs(logits, mb.tokens), hidden
 
-    def _micro_batches(self, n: int) -> list[list[torch.Tensor]]:
-        """Index chunks: global batches (one per optimizer step), each split in micro-batches."""
+    def _micro_batches(self, lengths: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Index chunks: global batches (one per optimizer step), each split in micro-batches
+        (indices relative to the global batch). On CPU a global batch is one micro-batch; on
+        GPU `parallelism.micro_batch_size` samples, or with `use_dynamic_batch_size` at most
+        `max_tokens_per_gpu` padded tokens (lengths [N]: prompt + response per sample)."""
         gbs = self.cfg.rollout.effective_global_batch_size
-        mbs = self.cfg.parallelism.micro_batch_size if self.device != "cpu" else gbs
-        return [split_indices(len(g), mbs) for g in split_indices(n, gbs)]
+        p = self.cfg.parallelism
+        batches = split_indices(len(lengths), gbs)
+        if self.device == "cpu":
+            return [split_indices(len(g), gbs) for g in batches]
+        if p.use_dynamic_batch_size:
+            return [token_budget_chunks(lengths[g], p.max_tokens_per_gpu) for g in batches]
+        return [split_indices(len(g), p.micro_batch_size) for g in batches]
 
     @torch.no_grad()
     def _forward_only(self, packed: PackedBatch, batch: RolloutBatch) -> dict[str, torch.Tensor]:
@@ -152,7 +161,7 @@ class TrainerActor:
         timings: dict[str, float] = defaultdict(float)
         mismatch: dict[str, float] = defaultdict(float)
         offset = 0
-        for chunks in self._micro_batches(len(batch)):
+        for chunks in self._micro_batches(packed.lengths):
             for chunk in chunks:
                 index = chunk + offset
                 mb = packed.select(index).to(self.device)
@@ -199,7 +208,7 @@ class TrainerActor:
         train_start = time.perf_counter()
         step_metrics = []
         offset = 0
-        for chunks in self._micro_batches(len(batch)):
+        for chunks in self._micro_batches(packed.lengths):
             size = sum(len(c) for c in chunks)
             index = [c + offset for c in chunks]
             step_metrics.append(

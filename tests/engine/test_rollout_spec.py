@@ -99,17 +99,24 @@ def _chi_square_ok(counts: np.ndarray, probs: np.ndarray) -> tuple[float, float]
     ],
     ids=["t1", "t0.6-topk4"],
 )
-def test_speculative_sampling_matches_plain_distribution(params: SamplingParams) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["slot-loop", "batched"])
+def test_speculative_sampling_matches_plain_distribution(
+    params: SamplingParams, batched: bool
+) -> None:
+    """Per-slot loop and the batched decode step (the GPU path, run eagerly here)."""
     cfg, policy = _peaky_policy(seed=0)
     prompt = [1, 4, 2]
     exact = _exact_distribution(policy, prompt, params)
     n = 4000
-    engine = RolloutEngine(cfg, MTP, FP32, seed=11, max_batch_size=1000, policy=policy)
+    engine = RolloutEngine(cfg, MTP, FP32, seed=11, max_batch_size=1000, policy=policy,
+                           batched_decode=batched)  # fmt: skip
     outs = engine.generate([prompt] * n, params)
     samples = np.array([o.response_ids for o in outs])
     draft = sum(o.spec_draft_tokens for o in outs)
     accepted = sum(o.spec_accepted_tokens for o in outs)
     assert draft == 2 * sum(o.spec_verify_steps for o in outs)
+    hist = np.sum([o.spec_accept_hist for o in outs], axis=0)
+    assert hist.sum() == draft / 2 and (hist * np.arange(3)).sum() == accepted
     assert 0.05 < accepted / draft < 0.97, accepted / draft  # both accept and reject paths ran
     counts = np.zeros([VOCAB] * NEW_TOKENS)
     np.add.at(counts, tuple(samples.T), 1)
@@ -140,29 +147,32 @@ def test_chi_square_harness_detects_a_wrong_distribution() -> None:
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_speculative_log_probs_equal_full_recompute(temperature: float) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["slot-loop", "batched"])
+def test_speculative_log_probs_equal_full_recompute(temperature: float, batched: bool) -> None:
     """KV rollback: after rejections the cache must hold exactly the accepted prefix."""
     cfg = model_preset("tiny_dense")
     spec = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=3, mtp_num_layers=1)
-    engine = RolloutEngine(cfg, spec, FP32, seed=3, max_batch_size=4)
+    engine = RolloutEngine(cfg, spec, FP32, seed=3, max_batch_size=4, batched_decode=batched)
     g = torch.Generator().manual_seed(0)
     prompts = [
         torch.randint(0, cfg.vocab_size, (int(k),), generator=g).tolist()
         for k in torch.randint(1, 8, (10,), generator=g)
     ]
     params = SamplingParams(temperature=temperature, max_new_tokens=20, stop_token_ids=[5])
-    outs = engine.generate(prompts, params)
-    for prompt, out in zip(prompts, outs):
+    caps = [3 + (7 * i) % 18 for i in range(len(prompts))]
+    outs = engine.generate(prompts, params, max_new_tokens_per_prompt=caps)
+    for prompt, out, cap in zip(prompts, outs, caps):
         with torch.no_grad():
             logits = engine.policy.lm(torch.tensor([prompt + out.response_ids])).logits[0]
         ref = token_log_probs(logits[len(prompt) - 1 : -1], torch.tensor(out.response_ids), params)
         torch.testing.assert_close(torch.tensor(out.rollout_log_probs), ref, atol=2e-5, rtol=0)
         assert out.spec_accepted_tokens <= out.spec_draft_tokens == 3 * out.spec_verify_steps
         assert out.spec_verify_steps >= (len(out.response_ids) - 1) / 4
+        assert len(out.response_ids) == cap or out.finished
     assert sum(o.spec_verify_steps for o in outs) > 0
     if temperature == 0.0:  # greedy speculation returns exactly the greedy plain output
         plain = RolloutEngine(cfg, NO_SPEC, FP32, seed=3, policy=engine.policy).generate(
-            prompts, params
+            prompts, params, max_new_tokens_per_prompt=caps
         )
         assert [o.response_ids for o in plain] == [o.response_ids for o in outs]
 

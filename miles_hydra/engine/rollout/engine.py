@@ -8,13 +8,16 @@ of the drafts and draws the next token. Plain decoding is the same step with zer
 Rejected positions are rolled back by not advancing the slot's length (see kv.py). Finished
 slots are refilled from the waiting prompts (continuous batching).
 
-GPU path (issue 8): plain decoding without R3 recording runs `decode.BatchedDecoder` instead:
-all slots decoded by one fixed-shape step, captured as CUDA graphs on CUDA (graphs.py), state
-on the device, few host syncs. It is the default on CUDA (`batched_decode=None`); kwargs
-`cuda_graphs` / `compile_decode` (or the environment variables MILES_ROLLOUT_CUDA_GRAPHS=0 /
-MILES_ROLLOUT_COMPILE=1) switch graphs off / torch.compile on. Speculative decoding and R3
-recording use the per-slot loop below on every device. The cache is preallocated and reused
-across calls and weights are updated in place, so captured graphs stay valid.
+GPU path (issues 6 and 8): without R3 recording, plain and speculative decoding run
+`decode.BatchedDecoder` instead: all slots decoded by one fixed-shape step (draft chain,
+verify forward, acceptance, sampling, bookkeeping) captured as a CUDA graph on CUDA
+(graphs.py, step.py), attention through a Triton kernel that reads each slot's own length,
+state on the device, few host syncs. It is the default on CUDA (`batched_decode=None`);
+kwargs `cuda_graphs` / `compile_decode` (or the environment variables
+MILES_ROLLOUT_CUDA_GRAPHS=0 / MILES_ROLLOUT_COMPILE=1) switch graphs off / torch.compile on;
+MILES_ROLLOUT_BATCHED=0 selects the per-slot loop below, which CPU and R3 recording use (MoE
+routing has data-dependent shapes). The cache is preallocated and reused across calls and
+weights are updated in place, so captured graphs stay valid.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from miles_hydra.engine.rollout.sampling import (
     token_log_probs,
 )
 
+ENV_BATCHED = "MILES_ROLLOUT_BATCHED"  # "0": the per-slot loop on CUDA too (A/B, debugging)
+
 
 @dataclass
 class _Seq:
@@ -57,6 +62,7 @@ class _Seq:
     draft_tokens: int = 0
     accepted_tokens: int = 0
     verify_steps: int = 0
+    accept_hist: list[int] = field(default_factory=list)  # verify steps by accepted count
     finished: bool = False  # a stop token ended it
 
 
@@ -77,10 +83,13 @@ class RolloutEngine:
         batched_decode: Optional[bool] = None,
         cuda_graphs: Optional[bool] = None,
         compile_decode: Optional[bool] = None,
+        attn_kernel: Optional[bool] = None,
     ) -> None:
         """`policy`: use this model (cast to the rollout dtype/device) instead of building one.
-        batched_decode: plain decoding through decode.BatchedDecoder (None = on CUDA only).
-        cuda_graphs / compile_decode: for that loop (None = environment, default on / off)."""
+        batched_decode: decoding through decode.BatchedDecoder (None = environment
+            MILES_ROLLOUT_BATCHED, default on CUDA only).
+        cuda_graphs / compile_decode / attn_kernel: for that loop (None = environment,
+            default on / off / on); attn_kernel=False attends through SDPA over kv buckets."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
@@ -92,13 +101,15 @@ class RolloutEngine:
         speculate = spec_cfg.enabled and self.policy.draft is not None
         self.num_draft_steps = spec_cfg.num_steps if speculate else 0
         self.max_batch_size = max_batch_size
+        self.seed = seed
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.cache: Optional[StaticKVCache] = None
         self._params = self.policy.state_dict(keep_vars=True)
         on_cuda = self.device.type == "cuda"
-        self.batched_decode = on_cuda if batched_decode is None else batched_decode
+        self.batched_decode = maybe_flag(batched_decode, ENV_BATCHED, on_cuda)
         self.cuda_graphs = maybe_flag(cuda_graphs, ENV_GRAPHS, True)
         self.compile_decode = maybe_flag(compile_decode, ENV_COMPILE, False)
+        self.attn_kernel = attn_kernel
         self._decode_step: Optional[DecodeStep] = None
 
     # ----------------------------------------------------------------- weights
@@ -136,17 +147,17 @@ class RolloutEngine:
             caps = [max(1, min(c, params.max_new_tokens)) for c in max_new_tokens_per_prompt]
         slots = min(len(prompts), self.max_batch_size)
         max_len = max(len(p) for p in prompts) + params.max_new_tokens + self.num_draft_steps + 1
-        batched = self.batched_decode and not self.num_draft_steps and not record_routing
+        batched = self.batched_decode and not record_routing
         if batched:  # slots in powers of two (idle ones decode masked): few graphs to capture
             slots = min(1 << (slots - 1).bit_length(), max(slots, self.max_batch_size))
         self._ensure_cache(slots, max_len)
         if batched:
             if self._decode_step is None or self._decode_step.cache is not self.cache:
                 self._decode_step = DecodeStep(
-                    self.policy.lm, self.cache, self.cuda_graphs, self.compile_decode
-                )
-            decoder = BatchedDecoder(self.policy.lm, self.cache, self._decode_step, slots,
-                                     self.generator)  # fmt: skip
+                    self.policy, self.cache, self.num_draft_steps, self.seed,
+                    self.cuda_graphs, self.compile_decode, self.attn_kernel,
+                )  # fmt: skip
+            decoder = BatchedDecoder(self._decode_step, slots, self.generator)
             return decoder.run(prompts, params, caps)
         recorder = RoutingRecorder(self.policy.lm, slots, max_len) if record_routing else None
         hidden_size = self.policy.lm.config.hidden_size
@@ -257,6 +268,8 @@ class RolloutEngine:
                 seq.draft_tokens += k
                 seq.accepted_tokens += a
                 seq.verify_steps += 1
+                seq.accept_hist = seq.accept_hist or [0] * (k + 1)
+                seq.accept_hist[a] += 1
             tokens = drafts_list[r][:a] + [token_list[r]]
             lps = draft_lp_list[r][:a] + [token_lp_list[r]]
             if self._emit(seq, tokens, lps, params):
@@ -306,5 +319,6 @@ class RolloutEngine:
             spec_draft_tokens=seq.draft_tokens,
             spec_accepted_tokens=seq.accepted_tokens,
             spec_verify_steps=seq.verify_steps,
+            spec_accept_hist=seq.accept_hist,
         )
         states[slot] = None

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from miles_hydra.engine.rollout.attn_kernel import decode_attention
+
 
 class StaticKVCache:
     """Preallocated keys/values for `slots` sequences of up to `max_len` positions."""
@@ -63,8 +65,8 @@ def _attention(
     cache_v: torch.Tensor,
     rows: Optional[torch.Tensor],
     pos: torch.Tensor,
-    kv_len: int,
-    mask: torch.Tensor,
+    kv_len: Optional[int],
+    mask: Optional[torch.Tensor],
 ) -> torch.Tensor:
     b, t, _ = x.shape
     head_dim = attn.head_dim
@@ -79,6 +81,9 @@ def _attention(
     index = torch.arange(b, device=x.device) if rows is None else rows
     cache_k[index[:, None], :, pos] = k  # advanced indices first: [b, t, kv_heads, head_dim]
     cache_v[index[:, None], :, pos] = v
+    if mask is None:  # decode/verify kernel: each query reads its slot's positions 0..pos
+        out = decode_attention(q, cache_k, cache_v, pos, index, attn.scaling)
+        return attn.o_proj(out.reshape(b, t, -1))
     if rows is None:
         keys, values = cache_k[:b, :, :kv_len], cache_v[:b, :, :kv_len]
     else:
@@ -102,6 +107,7 @@ def cached_forward(
     rows: Optional[torch.Tensor] = None,
     logits_at: Optional[torch.Tensor] = None,
     kv_len: Optional[int] = None,
+    decode_kernel: bool = False,
 ) -> ForwardOut:
     """Run `input_ids` [B, T] at `positions` [B, T] through the model, writing the cache.
 
@@ -109,12 +115,17 @@ def cached_forward(
     one position per row whose logits/hidden are wanted (None = all positions). kv_len: cache
     positions attended (masked by position); None = max(positions) + 1, a host sync. A fixed
     kv_len makes the forward free of host syncs and data-dependent shapes (CUDA graphs).
+    decode_kernel: attention through `attn_kernel.decode_attention` (each query reads exactly
+    its slot's positions 0..p; a Triton kernel on CUDA; no mask, kv_len unused) instead of SDPA
+    over kv_len positions with a mask. For decode and verify steps (a few queries per row).
     """
     model = lm.model
-    if kv_len is None:
-        kv_len = int(positions.max()) + 1
-    mask = torch.arange(kv_len, device=positions.device)[None, None, :] <= positions[:, :, None]
-    mask = mask[:, None]  # [B, 1, T, kv_len]
+    mask: Optional[torch.Tensor] = None
+    if not decode_kernel:
+        if kv_len is None:
+            kv_len = int(positions.max()) + 1
+        mask = torch.arange(kv_len, device=positions.device)[None, None, :] <= positions[:, :, None]
+        mask = mask[:, None]  # [B, 1, T, kv_len]
     h = model.embed_tokens(input_ids)
     cos, sin = model.rotary_emb(h, positions)
     for i, layer in enumerate(model.layers):

@@ -37,6 +37,9 @@ class GenOutput:
     spec_draft_tokens: int = 0  # draft tokens proposed for this sample
     spec_accepted_tokens: int = 0  # of which the target accepted
     spec_verify_steps: int = 0  # target verification forwards (spec decoding only)
+    # verify steps by accepted draft count: hist[a] = steps that accepted exactly a of the
+    # k drafts (length k + 1; empty without speculation). Per-depth acceptance derives from it.
+    spec_accept_hist: list[int] = field(default_factory=list)
 
 
 def token_log_probs(
