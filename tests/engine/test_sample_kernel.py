@@ -68,6 +68,16 @@ def test_log_prob_and_lse_match_torch(dtype, temperature, splits):
 
 
 @needs_interpreter
+@pytest.mark.parametrize("temperature,splits", [(1.0, 2), (0.7, 1), (0.0, 2)])
+def test_logsumexp_without_noise_matches_torch(temperature, splits):
+    x = _logits(3, torch.bfloat16)
+    lse = sk.triton_logsumexp(x, temperature, block_v=BLOCK, splits=splits)
+    z = x.float() / (temperature if temperature > 0 else 1.0)
+    torch.testing.assert_close(lse, torch.logsumexp(z, -1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sk.logsumexp(x, temperature), torch.logsumexp(z, -1))  # CPU path
+
+
+@needs_interpreter
 def test_greedy_is_argmax_and_respects_exclude():
     x = _logits(4, torch.float32)
     top2 = x.topk(2, dim=-1).indices

@@ -105,21 +105,3 @@ def speculative_accept(
             total > 0, residual / total.clamp_min(1e-30), p_next[rejected]
         )
     return accepted, sample(p_next, generator)
-
-
-def sample_with_log_probs(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One draw per row of `logits` [N, V] and its log-prob (as `token_log_probs`), with one
-    float32 log_softmax shared by both. Without top-k/top-p the draw is the exponential race
-    argmax(log p - log E), E ~ Exp(1) (the Gumbel-max trick: exactly a draw from p, and no
-    sync or sort); greedy is argmax; with top-k/top-p it falls back to `sampling_probs`."""
-    log_p = torch.log_softmax(logits.float() / (1.0 if params.greedy else params.temperature), -1)
-    if params.greedy:
-        token = logits.argmax(-1)
-    elif 0 < params.top_k < logits.shape[-1] or params.top_p < 1.0:
-        token = sample(sampling_probs(logits, params), generator)
-    else:
-        race = torch.empty_like(log_p).exponential_(generator=generator)
-        token = (log_p - race.log_()).argmax(-1)
-    return token, log_p.gather(-1, token.unsqueeze(-1)).squeeze(-1)
