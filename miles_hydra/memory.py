@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import Optimizer
 from miles_hydra.config.backend import BackendKind
+from miles_hydra.config.layout import pipeline_stage_layers
 from miles_hydra.config.precision import PrecisionMode
 
 GIB = 1024**3
@@ -21,7 +22,8 @@ TRAIN_MARGIN_GB = 1.0  # miles --train-memory-margin-bytes default (1 GiB)
 COUNTED = (
     "training: weights, gradients and optimizer state (fp32 master + Adam moments, sharded by "
     "the distributed optimizer over DP); dense weights split by TP x PP, routed experts by "
-    "EP x ETP x PP; embeddings spread evenly over PP stages. rollout: engine weights split by "
+    "EP x ETP x PP (uneven stages: the largest stage's share of the layers); embeddings spread "
+    "evenly over PP stages. rollout: engine weights split by "
     "the engine TP, KV cache = mem_fraction_static x card - weights. NOT counted: activations, "
     "MTP layers, CUDA graphs, NCCL buffers, fragmentation."
 )
@@ -132,15 +134,17 @@ def estimate(run: RunConfig) -> MemoryEstimate:
     experts = expert_param_count(run)
     dense = total - experts
     tp, pp = p.tensor_model_parallel_size, p.pipeline_model_parallel_size
+    # the heaviest pipeline stage's share of the layers (1 / PP for an even split)
+    stage = max(pipeline_stage_layers(run)) / run.model.num_layers
     expert_shards = p.expert_model_parallel_size * p.etp * pp
-    params_gpu = dense / (tp * pp) + experts / expert_shards
+    params_gpu = dense * stage / tp + experts * stage * pp / expert_shards
     w, g, opt = _train_bytes(run)
     distributed = (
         run.algorithm.optimizer is Optimizer.adam and run.backend.kind is BackendKind.miles
     )
     dp = p.data_parallel_size if distributed else 1
     expert_dp = max(1, p.actor_world_size // expert_shards) if distributed else 1
-    opt_params = dense / (tp * pp) / dp + experts / expert_shards / expert_dp
+    opt_params = dense * stage / tp / dp + experts * stage * pp / expert_shards / expert_dp
     card, card_assumed = card_memory_gb(run)
     rd, re = _rollout_bytes(run)
     engine_tp = p.rollout_num_gpus_per_engine

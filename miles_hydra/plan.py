@@ -43,6 +43,7 @@ def plan_data(run: RunConfig) -> dict[str, Any]:
         "engine_tp": p.rollout_num_gpus_per_engine,
         "tp": p.tensor_model_parallel_size,
         "pp": p.pipeline_model_parallel_size,
+        "pp_stage_layers": layout.pipeline_stage_layers(run),
         "cp": p.context_parallel_size,
         "ep": p.expert_model_parallel_size,
         "etp": p.etp,
@@ -99,6 +100,8 @@ def _layout_lines(run: RunConfig, d: dict[str, Any]) -> list[str]:
         f"{run.parallelism.actor_num_gpus_per_node}; TP={d['tp']} PP={d['pp']} CP={d['cp']} "
         f"-> DP={d['dp']}" + (f"; EP={d['ep']} ETP={d['etp']}" if run.model.is_moe else ""),
     ]
+    if d["pp"] > 1:
+        lines.append(f"pipeline:  decoder layers per stage {d['pp_stage_layers']}")
     if d["critic_gpus"]:
         lines.append(f"critic:    {d['critic_gpus']} GPUs (PPO value model, the training layout)")
     lines += [

@@ -24,6 +24,23 @@ if TYPE_CHECKING:
     from miles_hydra.config.run import RunConfig
 
 
+def pipeline_stage_layers(cfg: RunConfig) -> list[int]:
+    """Decoder layers on each pipeline stage: an even split, or the first / last stage as
+    set and the middle stages sharing the rest evenly (Megatron's rule; validate.py checks it)."""
+    p, layers = cfg.parallelism, cfg.model.num_layers
+    pp = p.pipeline_model_parallel_size
+    first, last = p.decoder_first_pipeline_num_layers, p.decoder_last_pipeline_num_layers
+    middle = pp - (first is not None) - (last is not None)
+    rest = layers - (first or 0) - (last or 0)
+    each = rest // middle if middle > 0 else 0
+    stages = [each] * middle
+    if first is not None:
+        stages.insert(0, first)
+    if last is not None:
+        stages.append(last)
+    return stages
+
+
 def critic_gpus(cfg: RunConfig) -> int:
     """GPUs of miles' PPO critic (the actor's layout again); 0 without a critic or on local."""
     ppo = cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo

@@ -13,6 +13,10 @@ class ParallelismConfig:
     name: str = "single"  # preset name
     tensor_model_parallel_size: int = 1  # Megatron TP
     pipeline_model_parallel_size: int = 1  # Megatron PP
+    # uneven pipeline: decoder layers on the first / last PP stage (None = an even split); the
+    # middle stages share the rest evenly (Megatron --decoder-first/last-pipeline-num-layers)
+    decoder_first_pipeline_num_layers: Optional[int] = None  # layers on PP stage 0
+    decoder_last_pipeline_num_layers: Optional[int] = None  # layers on the last PP stage
     context_parallel_size: int = 1  # Megatron CP
     expert_model_parallel_size: int = 1  # Megatron EP (MoE only)
     expert_tensor_parallel_size: Optional[int] = None  # Megatron ETP; None = same as TP

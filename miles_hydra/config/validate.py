@@ -16,6 +16,7 @@ from miles_hydra.config.speculative import SpecMode
 from miles_hydra.errors import ConfigError
 
 if TYPE_CHECKING:
+    from miles_hydra.config.parallelism import ParallelismConfig
     from miles_hydra.config.run import RunConfig
 
 LOCAL_FAMILIES = (ModelFamily.qwen3, ModelFamily.qwen3_moe, ModelFamily.llama)
@@ -52,13 +53,7 @@ def _check_model_parallelism(cfg: RunConfig) -> None:
             f"does not divide model.num_query_groups={m.query_groups}",
             f"use one of {_divisors(m.query_groups)}",
         )
-    if m.num_layers % p.pipeline_model_parallel_size:
-        raise ConfigError(
-            "parallelism.pipeline_model_parallel_size",
-            p.pipeline_model_parallel_size,
-            f"does not divide model.num_layers={m.num_layers}",
-            f"use one of {_divisors(m.num_layers)}",
-        )
+    _check_pipeline_stages(m.num_layers, p)
     ep = p.expert_model_parallel_size
     if ep > 1 and not m.is_moe:
         raise ConfigError(
@@ -256,3 +251,44 @@ def _check_miles_backend(cfg: RunConfig) -> None:
             "use precision=bf16, fp8 or int4_qat with backend=miles",
         )
     validate_for_miles(cfg)
+
+
+def _check_pipeline_stages(num_layers: int, p: ParallelismConfig) -> None:
+    """PP divides the layers, or the uneven first/last stages leave the middle stages an even
+    share (Megatron's --decoder-first/last-pipeline-num-layers rule)."""
+    pp = p.pipeline_model_parallel_size
+    first, last = p.decoder_first_pipeline_num_layers, p.decoder_last_pipeline_num_layers
+    if first is None and last is None:
+        if num_layers % pp:
+            uneven = num_layers - (pp - 1) * (num_layers // pp)
+            raise ConfigError(
+                "parallelism.pipeline_model_parallel_size",
+                pp,
+                f"does not divide model.num_layers={num_layers}",
+                f"use one of {_divisors(num_layers)}, or keep PP={pp} with uneven stages: "
+                f"parallelism.decoder_last_pipeline_num_layers={uneven}",
+            )
+        return
+    for key, value in (("first", first), ("last", last)):
+        if value is None:
+            continue
+        name = f"parallelism.decoder_{key}_pipeline_num_layers"
+        if pp < 2:
+            raise ConfigError(name, value, "needs pipeline_model_parallel_size >= 2",
+                              f"set parallelism.pipeline_model_parallel_size or unset {name}")  # fmt: skip
+        if value < 1:
+            raise ConfigError(name, value, "must be >= 1")
+    middle = pp - (first is not None) - (last is not None)
+    rest = num_layers - (first or 0) - (last or 0)
+    key = "last" if last is not None else "first"
+    name = f"parallelism.decoder_{key}_pipeline_num_layers"
+    value = last if last is not None else first
+    if rest < 0 or (middle == 0 and rest) or (middle and (rest % middle or rest == 0)):
+        share = "no layers" if middle == 0 else f"{middle} middle stage(s)"
+        raise ConfigError(
+            name,
+            value,
+            f"leaves {rest} of model.num_layers={num_layers} for {share} of PP={pp}",
+            "pick first/last stage sizes so that the rest splits evenly over the middle stages "
+            "(at least one layer each)",
+        )

@@ -139,9 +139,23 @@ def grid_combos() -> list[Combo]:
                 overrides.append(f"speculative.draft_model_path=/root/models/{model}-eagle3")
             if model in MOE_MODELS and (i + j) % 2 == 0:
                 overrides.append("algorithm.use_rollout_routing_replay=true")
+            overrides += uneven_pipeline(model, par)
             name = "__".join([model, par, algo.replace("+", "_"), spec, prec])
             combos.append(Combo(name.replace(".", "_"), tuple(overrides)))
     return combos
+
+
+def uneven_pipeline(model: str, parallelism: str) -> list[str]:
+    """The override that lets a PP preset that does not divide a model's layers run with an
+    uneven last stage (as miles' DeepSeek-V3 / Qwen3-235B recipes do); [] when PP divides."""
+    from omegaconf import OmegaConf
+
+    layers = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml").num_layers
+    par = OmegaConf.load(CONF_DIR / "parallelism" / f"{parallelism}.yaml")
+    pp = par.get("pipeline_model_parallel_size", 1)
+    if pp < 2 or layers % pp == 0:
+        return []
+    return [f"parallelism.decoder_last_pipeline_num_layers={layers - (pp - 1) * (layers // pp)}"]
 
 
 def compose_run(overrides: list[str] | tuple[str, ...], base: bool = True) -> RunConfig:

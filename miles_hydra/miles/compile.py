@@ -112,6 +112,8 @@ def plan_values(cfg: RunConfig) -> dict[str, Any]:
         "colocate": p.colocate,
         "tensor_model_parallel_size": p.tensor_model_parallel_size,
         "pipeline_model_parallel_size": p.pipeline_model_parallel_size,
+        "decoder_first_pipeline_num_layers": p.decoder_first_pipeline_num_layers,
+        "decoder_last_pipeline_num_layers": p.decoder_last_pipeline_num_layers,
         "context_parallel_size": p.context_parallel_size,
         "expert_model_parallel_size": p.expert_model_parallel_size,
         "expert_tensor_parallel_size": p.etp,

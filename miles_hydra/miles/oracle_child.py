@@ -49,6 +49,8 @@ DERIVED_KEYS = (
     "offload_rollout",
     "tensor_model_parallel_size",
     "pipeline_model_parallel_size",
+    "decoder_first_pipeline_num_layers",
+    "decoder_last_pipeline_num_layers",
     "context_parallel_size",
     "expert_model_parallel_size",
     "expert_tensor_parallel_size",

@@ -257,6 +257,8 @@ def parallelism_args(cfg: RunConfig) -> Argv:
         *_switch("--sequence-parallel", p.sequence_parallel),
         "--pipeline-model-parallel-size",
         num(p.pipeline_model_parallel_size),
+        *_opt("--decoder-first-pipeline-num-layers", p.decoder_first_pipeline_num_layers),
+        *_opt("--decoder-last-pipeline-num-layers", p.decoder_last_pipeline_num_layers),
         "--context-parallel-size",
         num(p.context_parallel_size),
         "--expert-model-parallel-size",

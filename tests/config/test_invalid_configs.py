@@ -44,7 +44,35 @@ INVALID: list[tuple[str, list[str], str, str]] = [
         "pp_not_dividing_layers",
         ["model=deepseek_v3", "precision=bf16", "parallelism=disagg_tp4_pp4_ep8_8node"],
         "parallelism.pipeline_model_parallel_size",
-        "num_layers=61",
+        "decoder_last_pipeline_num_layers=16",  # the fix: keep PP=4 with an uneven last stage
+    ),
+    (
+        "uneven_pipeline_middle_not_even",
+        [
+            "model=deepseek_v3",
+            "precision=bf16",
+            "parallelism=disagg_tp4_pp4_ep8_8node",
+            "parallelism.decoder_last_pipeline_num_layers=17",
+        ],
+        "parallelism.decoder_last_pipeline_num_layers",
+        "leaves 44 of model.num_layers=61 for 3 middle stage(s)",
+    ),
+    (
+        "uneven_pipeline_without_pp",
+        [*QWEN4B, "parallelism.decoder_first_pipeline_num_layers=4"],
+        "parallelism.decoder_first_pipeline_num_layers",
+        "pipeline_model_parallel_size >= 2",
+    ),
+    (
+        "uneven_pipeline_both_ends_leave_nothing",
+        [
+            *QWEN4B,
+            "parallelism=tp8_pp2",
+            "parallelism.decoder_first_pipeline_num_layers=20",
+            "parallelism.decoder_last_pipeline_num_layers=20",
+        ],
+        "parallelism.decoder_last_pipeline_num_layers",
+        "for no layers",
     ),
     (
         "ep_on_dense_model",

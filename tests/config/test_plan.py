@@ -124,3 +124,27 @@ def test_run_check_miles_with_oracle(capsys) -> None:
         pytest.skip(f"no miles oracle venv; {oracle.SETUP_HINT}")
     assert run_check(materialize(compose_fast(MILES_OK))) == 0, capsys.readouterr().err
     assert "derived values match the plan" in capsys.readouterr().out
+
+
+def test_uneven_pipeline_stages_and_memory_of_the_largest_stage() -> None:
+    """Qwen3-235B (94 layers) on PP 4: first stage 22, last 24, the middle two share 48; the
+    memory estimate follows the largest stage (24 of the 94 layers)."""
+    base = ["model=qwen3_235b_a22b", "precision=bf16", "parallelism=disagg_tp4_pp4_ep8_8node"]
+    run = materialize(
+        compose_fast(
+            [
+                *base,
+                "parallelism.decoder_first_pipeline_num_layers=22",
+                "parallelism.decoder_last_pipeline_num_layers=24",
+            ]
+        )
+    )
+    d = plan_data(run)
+    assert d["pp_stage_layers"] == [22, 24, 24, 24]
+    assert "pipeline:  decoder layers per stage [22, 24, 24, 24]" in render_plan(run, False)
+    even = materialize(compose_fast([*base, "model.num_layers=96"]))  # 24 per stage, even
+    assert plan_data(even)["pp_stage_layers"] == [24] * 4
+    # weights per GPU = the largest stage's share of the layers x the PP=1 figure
+    pp1 = materialize(compose_fast([*base, "parallelism.pipeline_model_parallel_size=1"]))
+    ratio = estimate(run).weights_gb / estimate(pp1).weights_gb
+    assert ratio == pytest.approx(24 / 94)

@@ -35,12 +35,12 @@ PRESETS: dict[str, list[str]] = {
         "precision=bf16",
         "algorithm=ppo",
     ],
-    # The disagg preset's PP 4 does not divide DeepSeek-V3's 61 layers; PP 1 here.
-    "deepseek_v3_disagg_pp1_fp8": [
+    # The disagg preset's PP 4 does not divide DeepSeek-V3's 61 layers: stages 15/15/15/16.
+    "deepseek_v3_disagg_pp4_uneven_fp8": [
         "model=deepseek_v3",
         "parallelism=disagg_tp4_pp4_ep8_8node",
         "precision=fp8",
-        "parallelism.pipeline_model_parallel_size=1",
+        "parallelism.decoder_last_pipeline_num_layers=16",
         "rollout=large",
     ],
 }
