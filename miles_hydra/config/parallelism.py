@@ -108,14 +108,20 @@ class ParallelismConfig:
                 f"does not divide the {self.total_rollout_gpus} rollout GPUs",
                 f"use one of {[d for d in range(1, self.total_rollout_gpus + 1) if self.total_rollout_gpus % d == 0]}",
             )
-        ep, etp = self.expert_model_parallel_size, self.etp
-        if self.actor_world_size % (ep * etp * self.pipeline_model_parallel_size):
+        ep, etp, pp = self.expert_model_parallel_size, self.etp, self.pipeline_model_parallel_size
+        if self.actor_world_size % (ep * etp * pp):
+            # name the knob that breaks it: EP when EP*PP alone does not fit, else ETP
+            # (which defaults to TP when unset)
+            ep_breaks = self.actor_world_size % (ep * pp) != 0
+            key = "expert_model_parallel_size" if ep_breaks else "expert_tensor_parallel_size"
+            fits = [d for d in range(1, self.actor_world_size + 1)
+                    if self.actor_world_size % (d * pp * (etp if ep_breaks else ep)) == 0]  # fmt: skip
             raise ConfigError(
-                "parallelism.expert_model_parallel_size",
-                ep,
-                f"EP*ETP*PP={ep * etp * self.pipeline_model_parallel_size} does not divide the "
+                f"parallelism.{key}",
+                ep if ep_breaks else etp,
+                f"EP*ETP*PP={ep}*{etp}*{pp}={ep * etp * pp} does not divide the "
                 f"{self.actor_world_size} actor GPUs",
-                "lower EP/ETP or add actor GPUs",
+                f"use {'EP' if ep_breaks else 'ETP'} in {fits} or add actor GPUs",
             )
         if self.use_dynamic_batch_size and not self.max_tokens_per_gpu:
             raise ConfigError(

@@ -99,6 +99,12 @@ INVALID: list[tuple[str, list[str], str, str]] = [
         "EP*ETP*PP=16",
     ),
     (
+        "etp_not_fitting_beside_ep",
+        [*QWEN30B, "parallelism=tp4_ep8", "parallelism.expert_tensor_parallel_size=2"],
+        "parallelism.expert_tensor_parallel_size",
+        "EP*ETP*PP=8*2*1=16 does not divide the 8 actor GPUs; use ETP in [1]",
+    ),
+    (
         "tp_pp_cp_not_dividing_gpus",
         [*QWEN4B, "parallelism=tp8", "parallelism.actor_num_gpus_per_node=4"],
         "parallelism.tensor_model_parallel_size",
