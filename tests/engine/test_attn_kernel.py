@@ -155,13 +155,13 @@ def test_decode_attention_on_cpu_is_the_reference() -> None:
 
 def test_decode_attention_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
-    attn_kernel._triton_available.cache_clear()
+    attn_kernel.triton_available.cache_clear()
     try:
         inputs = make_inputs(CASES[0], torch.float32)
         assert not supported(inputs[0], inputs[1])
         torch.testing.assert_close(decode_attention(*inputs), reference_decode_attention(*inputs))
     finally:
-        attn_kernel._triton_available.cache_clear()
+        attn_kernel.triton_available.cache_clear()
 
 
 def test_custom_op_is_opaque_to_torch_compile() -> None:

@@ -15,13 +15,7 @@ FP32, BF16 = PrecisionConfig(), PrecisionConfig(rollout_dtype=DType.bfloat16)
 NO_SPEC = SpeculativeConfig()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and don't stall on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 def _prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:

@@ -24,12 +24,7 @@ VOCAB = 6
 NEW_TOKENS = 3  # t1 from the prefill, t2..t3 through one verification step (drafts + bonus)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/engine/conftest.py
 
 
 class _BigramDraft(torch.nn.Module):

@@ -66,7 +66,7 @@ def supported(q: torch.Tensor, k_cache: torch.Tensor) -> bool:
     _, t, h, d = q.shape
     kv_heads = k_cache.shape[1]
     return (
-        _triton_available()
+        triton_available()
         and h % kv_heads == 0
         and 16 <= d <= 256
         and d & (d - 1) == 0
@@ -160,7 +160,8 @@ def _(q, k_cache, v_cache, positions, rows, scale):
 
 
 @functools.cache
-def _triton_available() -> bool:
+def triton_available() -> bool:
+    """Whether Triton imports here (cached; the rollout step's kernels all need it)."""
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401

@@ -24,13 +24,13 @@ sampling (torch sampler, not capturable) and CPU run the same step eagerly.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Optional
 
 import torch
 
 from miles_hydra.engine.models import PolicyModel
+from miles_hydra.engine.rollout import attn_kernel
 from miles_hydra.engine.rollout.kv import StaticKVCache, cached_forward
 from miles_hydra.engine.rollout.sampler import StepSampler
 from miles_hydra.engine.rollout.step import DecodeState, advance
@@ -79,7 +79,7 @@ class DecodeStep:
         on_cuda = self.device.type == "cuda"
         self.use_graphs = use_graphs and on_cuda and not _is_moe(policy)
         self.compile_step = compile_step and self.use_graphs
-        self.kernels = on_cuda and importlib.util.find_spec("triton") is not None
+        self.kernels = on_cuda and attn_kernel.triton_available()
         self.decode_kernel = self.kernels and maybe_flag(decode_kernel, ENV_ATTN_KERNEL, True)
         self.bucket_size = bucket_size
         self._forward = self._eager_forward
