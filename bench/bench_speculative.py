@@ -3,6 +3,7 @@
     python bench/bench_speculative.py --device cpu --preset tiny        # CPU (~5-8 min, 2 cores)
     python bench/bench_speculative.py --device cuda --preset small      # GPU, 8-layer 512-wide
     python bench/bench_speculative.py --device cuda --preset medium     # GPU, 16-layer 1024-wide
+    python bench/bench_speculative.py --device cuda --preset small --target descending
 
 Protocol. One supervised warm-start on task solutions (``TrainerActor.warmup_sft``, the code the
 driver runs for ``data.warmup_sft_steps``: policy CE + MTP loss, so the draft head is trained
@@ -11,6 +12,11 @@ too) is saved once as an HF checkpoint dir with ``draft.safetensors``. Then the 
 from that checkpoint (``data.warmup_sft_steps=0``): ``speculative=none``, ``mtp`` (the
 warm-started draft, frozen) and ``mtp_online`` (the same draft trained by the MTP loss, scale
 0.2, synced to the engines every step). Both drafts thus start identical.
+
+``--target``: what the RL reward asks for. ``ascending`` (default) is the task the warm-start
+learned, so RL sharpens the policy near its start. ``descending`` rewards the reversed order: the
+policy must leave the warm-start distribution (as long RL runs leave their SFT start, the case
+where miles reports frozen drafts falling behind), which is the stress test of a frozen draft.
 
 Per rollout, from each run's metrics.jsonl: rollout tokens/s (``perf/tokens_per_gpu_per_sec``
 = generated tokens / ``perf/rollout_time`` / num_engines), ``rollout/spec_accept_length``,
@@ -72,6 +78,10 @@ _BIG_ROLL += "rollout.eval_interval=10 data.num_eval_prompts=128 "
 # GPU training: 32 samples per micro-batch (the default 1 makes a training step launch-bound:
 # 180 train tok/s for the small preset on an H200, 0.05 s rollouts next to 16 s of training)
 _BIG_ROLL += "parallelism.micro_batch_size=32 "
+# bf16 rollout, 16 prompts x 8 = 128 samples per rollout: on an H200 one speculative step
+# (2 drafts) of this model costs 1.4x a plain one at 64 slots and 1.75x at 256 in fp32
+# (bench/rollout_step_probe.py), so at 256 fp32 slots an accept length of 2 did not pay (0.93x)
+_BIG_ROLL += "precision=bf16_rollout "
 _SMOKE = "data.task_kwargs.max_len=4 model.hidden_size=32 model.ffn_hidden_size=64 model.num_attention_heads=2 "
 _SMOKE += "model.num_query_groups=1 model.kv_channels=16 rollout.rollout_batch_size=2 "
 _SMOKE += "rollout.n_samples_per_prompt=2 rollout.rollout_max_response_len=6 "
@@ -81,20 +91,20 @@ _TINY += "rollout.rollout_max_response_len=12 rollout.eval_interval=30 data.num_
 PRESETS = {  # overrides, num_rollout, warmup_steps, warmup_lr, lr
     "smoke": Preset((_ROLL + _SMOKE).split(), 2, 1, 1e-3, 1e-3),  # tests only: seconds
     "tiny": Preset((_ROLL + _TINY).split(), 60, 150, 8e-2, 5e-3),  # tiny_dense (2x128), CPU
-    # GPU: 8 layers x 512 (~25M params), fp32
+    # GPU: 8 layers x 512 (~25M params), fp32 training, bf16 rollout
     "small": Preset(
-        (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=32").split(), 40, 100, 1e-3, 2e-4
+        (_ROLL + _SMALL + _BIG_ROLL + "rollout.rollout_batch_size=16").split(), 40, 100, 1e-3, 2e-4
     ),
     # GPU: 16 layers x 1024 (~200M params), bf16 rollout
     "medium": Preset(
-        (
-            _ROLL + _MEDIUM + _BIG_ROLL + "rollout.rollout_batch_size=64 precision=bf16_rollout"
-        ).split(),
-        40,
-        150,
-        5e-4,
-        1e-4,
+        (_ROLL + _MEDIUM + _BIG_ROLL + "rollout.rollout_batch_size=32").split(), 40, 150, 5e-4, 1e-4
     ),
+}
+
+
+TARGETS = {  # --target: what the RL reward asks for (the warm-start always learns ascending)
+    "ascending": [],
+    "descending": ["reward.custom_rm_path=bench_speculative:sorting_descending_partial_credit"],
 }
 
 
@@ -105,6 +115,13 @@ def sorting_partial_credit(prompt_text: str, response: str, label: str) -> float
     text = response.strip()
     hits = sum(a == b for a, b in zip(text, str(label)))
     return hits / max(len(text), len(str(label)), 1)
+
+
+def sorting_descending_partial_credit(prompt_text: str, response: str, label: str) -> float:
+    """`sorting_partial_credit` against the DESCENDING order (``--target descending``): the
+    warm-start learned ascending lists, so RL must move the policy far from it, as long RL runs
+    move a policy away from its SFT start; a frozen draft then falls behind."""
+    return sorting_partial_credit(prompt_text, response, str(label)[::-1])
 
 
 # --------------------------------------------------------------------------- config
@@ -136,6 +153,7 @@ def base_overrides(args: argparse.Namespace, preset: Preset) -> list[str]:
         "checkpoint.save_interval=null",
         "checkpoint.resume=false",
         "logging.progress_bar=false",
+        *TARGETS[args.target],
         *args.set,
     ]
 
@@ -331,6 +349,12 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--num-rollout", type=int, default=0, help="0 = the preset's")
     p.add_argument("--warmup-steps", type=int, default=-1, help="-1 = the preset's")
     p.add_argument("--lr", type=float, default=0.0, help="RL lr; 0 = the preset's")
+    p.add_argument(
+        "--target",
+        choices=sorted(TARGETS),
+        default="ascending",
+        help="RL reward's order; descending = a policy shift away from the warm-start",
+    )
     p.add_argument("--seeds", default="1", help="comma list; several = a seed-averaged report")
     p.add_argument("--num-threads", type=int, default=1, help="torch threads per actor")
     p.add_argument(
@@ -352,7 +376,7 @@ def run_seed(args: argparse.Namespace, seed: int, out: Path, actors: str) -> dic
     out.mkdir(parents=True, exist_ok=True)
     overrides = [*base_overrides(args, preset), f"seed={seed}"]
     steps = preset.warmup_steps if args.warmup_steps < 0 else args.warmup_steps
-    env = {**environment(args.device), "actors": actors, "seed": seed}
+    env = {**environment(args.device), "actors": actors, "seed": seed, "target": args.target}
     result: dict[str, Any] = {"command": args.command, "environment": env, "overrides": overrides}
     warm_dir, result["warm_start"] = warm_start(overrides, steps, preset.warmup_lr, out)
     result["runs"] = {mode: run_mode(overrides, mode, warm_dir, out) for mode in args.modes}

@@ -1,47 +1,43 @@
-"""Where a decode step of the RolloutEngine spends its time, and what a CUDA graph would save.
+"""What one decode step of the RolloutEngine's batched loop costs, with and without drafts.
 
-    python bench/rollout_step_probe.py --preset qwen3_0.6b --device cuda [--batch-sizes 1,64,256]
+    python bench/rollout_step_probe.py --device cuda --model qwen3_0.6b --dtype bfloat16
+    python bench/rollout_step_probe.py --device cuda --model tiny_dense \\
+        --set num_layers=8 --set hidden_size=512 --set ffn_hidden_size=1536 \\
+        --set num_attention_heads=8 --set num_query_groups=4 --set kv_channels=64
 
-Per batch size B (one token per row, context = the preset's prompt length):
-  eager_fwd   kv.cached_forward as the engine calls it (its int(positions.max()) syncs).
-  fixed_fwd   the same layers with kv_len fixed to the cache length (no host sync), eager.
-  graph_fwd   fixed_fwd captured once in a torch.cuda.CUDAGraph and replayed.
-  compile_fwd fixed_fwd under torch.compile (inductor, default mode) then captured in a CUDA
-              graph (only for B in --compile-batch-sizes; costs one compile per B).
-  sample      the engine's sampling math on [B, V] logits: sampling_probs + multinomial +
-              token_log_probs (temperature 1).
-Times are medians over `--reps` steps, after warm-up, with the device synchronized around each
-step. This is a probe for issue 8's suggestions, not a contender: it computes what a
-graph-captured decode step of the same math costs.
+Per batch size B and draft steps k (0 = plain decoding; drafts come from an untrained MTP head,
+so they are all rejected and every step emits one token: the step count is the same for
+every k): one ``generate()`` of B random prompts of ``--prompt-len`` tokens and exactly
+``--new-tokens`` new tokens (no stop token) warms up and captures the step's CUDA graph; then
+
+  generate_s    a second generate() of the same prompts, wall time;
+  steps         decode steps it ran (DecodeStep calls);
+  step_ms       one step alone: the captured step replayed ``--reps`` times, median ms;
+  host_s        generate_s - steps * step_ms: prefill, syncs, refill and Python around the steps;
+  step_ratio    step_ms / (step_ms at k=0), the cost of drafting + verifying k+1 tokens;
+  break_even    the accept length (tokens per step) at which speculation pays: step_ratio.
+
+The step is the engine's own (graphs.DecodeStep over step.advance: draft chain, verify forward
+through the Triton attention kernel, acceptance, sampling, bookkeeping), so this measures what
+a rollout pays per step, not a stand-alone forward.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_rollout import PRESETS, build_models, environment  # noqa: E402
 
-
-def fixed_decode_forward(lm, cache, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """kv.cached_forward for rows 0..B-1 with kv_len = cache.max_len: no host sync, so it can
-    be graph-captured. Returns the logits [B, T, V]."""
-    from miles_hydra.engine.rollout.kv import cached_forward
-
-    return cached_forward(lm, cache, ids, positions, kv_len=cache.max_len).logits
-
-
-def median_ms(fn: Callable[[], object], reps: int, device: torch.device) -> float:
+def median_ms(fn, reps: int, device: torch.device) -> float:
     for _ in range(3):
         fn()
     times = []
@@ -51,111 +47,128 @@ def median_ms(fn: Callable[[], object], reps: int, device: torch.device) -> floa
         fn()
         torch.cuda.synchronize(device)
         times.append(1000 * (time.perf_counter() - start))
-    return round(statistics.median(times), 3)
+    return round(statistics.median(times), 4)
 
 
-def probe_batch(
-    policy,
-    batch: int,
-    prompt_len: int,
-    reps: int,
-    compile_: bool,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> dict:
-    from miles_hydra.engine.rollout.kv import StaticKVCache, cached_forward
-    from miles_hydra.engine.rollout.sampling import (
-        SamplingParams,
-        sample,
-        sampling_probs,
-        token_log_probs,
+def kernel_table(fn, reps: int, rows: int) -> str:
+    """torch.profiler's CUDA kernel table over `reps` calls of `fn`, the `rows` costliest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(
+        sort_by="cuda_time_total", row_limit=rows, max_name_column_width=70
     )
 
-    lm = policy.lm
-    cache = StaticKVCache(lm, batch, prompt_len + 64, dtype, device)
-    vocab = lm.config.vocab_size
-    prompt = torch.randint(0, vocab, (batch, prompt_len), device=device)
-    pos = torch.arange(prompt_len, device=device).expand(batch, prompt_len)
-    with torch.no_grad():
-        cached_forward(
-            lm, cache, prompt, pos, logits_at=torch.full((batch,), prompt_len - 1, device=device)
-        )
-        ids = torch.randint(0, vocab, (batch, 1), device=device)
-        positions = torch.full((batch, 1), prompt_len, device=device)
-        row = {"batch": batch}
-        row["eager_fwd_ms"] = median_ms(
-            lambda: cached_forward(lm, cache, ids, positions), reps, device
-        )
-        row["fixed_fwd_ms"] = median_ms(
-            lambda: fixed_decode_forward(lm, cache, ids, positions), reps, device
-        )
-        row["graph_fwd_ms"] = _graph_ms(
-            lambda: fixed_decode_forward(lm, cache, ids, positions), reps, device
-        )
-        if compile_:
-            compiled = torch.compile(fixed_decode_forward)
-            start = time.perf_counter()
-            compiled(lm, cache, ids, positions)
-            row["compile_s"] = round(time.perf_counter() - start, 1)
-            row["compile_graph_fwd_ms"] = _graph_ms(
-                lambda: compiled(lm, cache, ids, positions), reps, device
-            )
-        logits = torch.randn(batch, vocab, device=device, dtype=dtype)
-        params = SamplingParams(temperature=1.0)
-        gen = torch.Generator(device).manual_seed(0)
 
-        def sampling() -> None:
-            token = sample(sampling_probs(logits, params), gen)
-            token_log_probs(logits, token, params)
+class CountingStep:
+    """Stands in for the engine's DecodeStep (attributes delegated) and counts its calls."""
 
-        row["sample_ms"] = median_ms(sampling, reps, device)
+    def __init__(self, step) -> None:
+        self.step, self.calls = step, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.step, name)
+
+    def __call__(self, *args, **kwargs) -> None:
+        self.calls += 1
+        self.step(*args, **kwargs)
+
+
+def probe(args: argparse.Namespace, batch: int, k: int, device: torch.device) -> dict:
+    from miles_hydra.config.precision import DType, PrecisionConfig
+    from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
+    from miles_hydra.engine.models import model_preset
+    from miles_hydra.engine.rollout import RolloutEngine, SamplingParams
+
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    model_cfg = model_preset(args.model, hf_checkpoint=None, **overrides)
+    spec = (
+        SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=k) if k else SpeculativeConfig()
+    )
+    precision = PrecisionConfig(rollout_dtype=DType(args.dtype))
+    engine = RolloutEngine(model_cfg, spec, precision, str(device), 0, max_batch_size=batch)
+    engine.policy.lm.generation_config.eos_token_id = None
+    gen = torch.Generator().manual_seed(batch)
+    vocab = model_cfg.vocab_size or engine.policy.lm.config.vocab_size
+    prompts = torch.randint(0, vocab, (batch, args.prompt_len), generator=gen).tolist()
+    params = SamplingParams(temperature=1.0, max_new_tokens=args.new_tokens)
+    start = time.perf_counter()
+    engine.generate(prompts, params)
+    torch.cuda.synchronize(device)
+    first_s = time.perf_counter() - start
+    step = engine._decode_step
+    engine._decode_step = counter = CountingStep(step)
+    start = time.perf_counter()
+    outputs = engine.generate(prompts, params)
+    torch.cuda.synchronize(device)
+    generate_s = time.perf_counter() - start
+    tokens = sum(len(o.response_ids) for o in outputs)
+    (graph,) = step._graphs.values()  # one graph per slot count with the attention kernel
+    step_ms = median_ms(graph.replay, args.reps, device)
+    if args.profile:
+        print(f"# batch {batch}, k {k}: kernels of {args.reps} replays", flush=True)
+        print(kernel_table(graph.replay, args.reps, args.profile), flush=True)
+    host_s = generate_s - counter.calls * step_ms / 1000
+    row = {
+        "batch": batch, "k": k, "first_s": round(first_s, 2), "generate_s": round(generate_s, 4),
+        "tokens": tokens, "tok_s": round(tokens / generate_s), "steps": counter.calls,
+        "step_ms": step_ms, "host_s": round(host_s, 4),
+    }  # fmt: skip
+    del engine, step, graph
+    torch.cuda.empty_cache()
     return row
 
 
-def _graph_ms(fn: Callable[[], object], reps: int, device: torch.device) -> float:
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return median_ms(graph.replay, reps, device)
+def environment(device: torch.device) -> dict:
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "card": torch.cuda.get_device_name(device),
+    }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="qwen3_0.6b")
+    p.add_argument("--model", default="qwen3_0.6b", help="a conf/model preset")
+    p.add_argument("--set", action="append", default=[], help="model field override key=value")
+    p.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-sizes", default="1,64,256")
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument(
-        "--compile-batch-sizes",
-        default="256",
-        help="batch sizes that also time torch.compile + CUDA graph ('' = none)",
-    )
+    p.add_argument("--draft-steps", default="0,1,2,3")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--reps", type=int, default=50)
+    p.add_argument("--profile", type=int, default=0, help="print the N costliest kernels")
     p.add_argument("--jsonl", default="")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type != "cuda":
-        raise SystemExit("rollout_step_probe.py needs --device cuda (it captures CUDA graphs)")
-    preset = PRESETS[args.preset]
-    _, policy, _, _ = build_models(preset, device, 0, 2)
-    dtype = next(policy.lm.parameters()).dtype
-    print(json.dumps(environment(device)), flush=True)
+        raise SystemExit("rollout_step_probe.py needs --device cuda (it replays CUDA graphs)")
+    print(json.dumps({**environment(device), "args": vars(args)}), flush=True)
+    rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        try:
-            compile_ = str(batch) in args.compile_batch_sizes.split(",")
-            row = probe_batch(policy, batch, preset.prompt_len, args.reps, compile_, device, dtype)
-        except Exception as err:  # report and go on to the next size
-            row = {"batch": batch, "error": f"{type(err).__name__}: {str(err)[:300]}"}
-        torch.cuda.empty_cache()  # the probe's KV cache of this size is garbage now
-        print(json.dumps(row), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
+        base = None
+        for k in (int(s) for s in args.draft_steps.split(",")):
+            try:
+                row = probe(args, batch, k, device)
+            except Exception as err:  # report and go on to the next size
+                row = {"batch": batch, "k": k, "error": f"{type(err).__name__}: {str(err)[:300]}"}
+            if k == 0 and "step_ms" in row:
+                base = row["step_ms"]
+            if base and "step_ms" in row:
+                row["step_ratio"] = row["break_even"] = round(row["step_ms"] / base, 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.jsonl:
+                with open(args.jsonl, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+    return rows
 
 
 if __name__ == "__main__":

@@ -172,6 +172,9 @@ def curves_table(runs: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+COLORS = {"none": "tab:gray", "mtp": "tab:blue", "mtp_online": "tab:orange"}  # same in every panel
+
+
 def plot_curves(runs: dict[str, Any], path: Path) -> Optional[Path]:
     """tok/s, accept length and drift over rollouts; None when matplotlib is absent."""
     try:
@@ -192,7 +195,7 @@ def plot_curves(runs: dict[str, Any], path: Path) -> Optional[Path]:
         for mode, run in runs.items():
             points = [(s["step"], s[key]) for s in run["steps"] if s[key] is not None]
             if points:
-                ax.plot(*zip(*points), marker=".", label=LABELS[mode])
+                ax.plot(*zip(*points), marker=".", label=LABELS[mode], color=COLORS.get(mode))
         ax.set_title(title)
         ax.set_xlabel("rollout")
         ax.legend()

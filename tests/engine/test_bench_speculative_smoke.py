@@ -74,3 +74,16 @@ def test_smoke_run_reports_table_ratios_and_curves(bench, tmp_path: Path) -> Non
     assert 0.0 <= check["final_policy"]["online_hit"] <= 1.0
     assert set(check["warm_policy"]) == {"frozen_hit", "frozen_ce"}
     assert "inproc" in proc.stdout + report
+
+
+def test_descending_target_rewards_reversed_order(bench) -> None:
+    assert bench.sorting_descending_partial_credit("sort 312:", "321", "123") == 1.0
+    assert bench.sorting_descending_partial_credit("sort 312:", "123", "123") == pytest.approx(
+        1 / 3
+    )
+    args = bench.parse_args(["--target", "descending", "--preset", "smoke"])
+    cfg = bench.compose_run_config(bench.base_overrides(args, bench.PRESETS["smoke"]))
+    assert cfg.reward.custom_rm_path == "bench_speculative:sorting_descending_partial_credit"
+    args = bench.parse_args(["--preset", "smoke"])
+    cfg = bench.compose_run_config(bench.base_overrides(args, bench.PRESETS["smoke"]))
+    assert cfg.reward.custom_rm_path == "bench_speculative:sorting_partial_credit"
