@@ -38,6 +38,10 @@ def main(cfg: DictConfig) -> float | None:
 
 def _run(run: RunConfig) -> float | None:
     from miles_hydra.job import objective, run_tracked, submit
+    from miles_hydra.plan import advisories
+
+    for advice in advisories(run):
+        log.warning(advice)
 
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if os.environ.get(IN_JOB_ENV) and run_dir is not None:

@@ -148,3 +148,12 @@ def test_uneven_pipeline_stages_and_memory_of_the_largest_stage() -> None:
     pp1 = materialize(compose_fast([*base, "parallelism.pipeline_model_parallel_size=1"]))
     ratio = estimate(run).weights_gb / estimate(pp1).weights_gb
     assert ratio == pytest.approx(24 / 94)
+
+
+def test_advises_single_gpu_for_one_sample_micro_batches_on_cuda() -> None:
+    run = materialize(compose_fast(["backend.device=cuda"]))  # parallelism=single: mbs 1
+    assert any("parallelism=single_gpu" in w for w in d_warnings(run))
+    assert "WARNING: backend.device=cuda trains one sample" in render_plan(run)
+    for fix in (["parallelism=single_gpu"], ["parallelism.micro_batch_size=8"], []):
+        device = ["backend.device=cuda"] if fix else []
+        assert d_warnings(materialize(compose_fast([*device, *fix]))) == []
