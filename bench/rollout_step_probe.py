@@ -89,7 +89,8 @@ def probe(args: argparse.Namespace, batch: int, k: int, device: torch.device) ->
         SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=k) if k else SpeculativeConfig()
     )
     precision = PrecisionConfig(rollout_dtype=DType(args.dtype))
-    engine = RolloutEngine(model_cfg, spec, precision, str(device), 0, max_batch_size=batch)
+    engine = RolloutEngine(model_cfg, spec, precision, str(device), 0, max_batch_size=batch,
+                           compile_decode=args.compile)  # fmt: skip
     engine.policy.lm.generation_config.eos_token_id = None
     gen = torch.Generator().manual_seed(batch)
     vocab = model_cfg.vocab_size or engine.policy.lm.config.vocab_size
@@ -115,7 +116,7 @@ def probe(args: argparse.Namespace, batch: int, k: int, device: torch.device) ->
     row = {
         "batch": batch, "k": k, "first_s": round(first_s, 2), "generate_s": round(generate_s, 4),
         "tokens": tokens, "tok_s": round(tokens / generate_s), "steps": counter.calls,
-        "step_ms": step_ms, "host_s": round(host_s, 4),
+        "step_ms": step_ms, "host_s": round(host_s, 4), "compiled": args.compile,
     }  # fmt: skip
     del engine, step, graph
     torch.cuda.empty_cache()
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--reps", type=int, default=50)
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the step (rollout_compile)"
+    )
     p.add_argument("--profile", type=int, default=0, help="print the N costliest kernels")
     p.add_argument("--jsonl", default="")
     args = p.parse_args(argv)

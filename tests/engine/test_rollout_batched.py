@@ -85,7 +85,7 @@ def test_batched_loop_greedy_matches_the_slot_loop() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
-@pytest.mark.parametrize("compile_decode", [False], ids=["graphs"])
+@pytest.mark.parametrize("compile_decode", [False, True], ids=["graphs", "compiled"])
 def test_cuda_graph_loop_matches_eager_and_recompute(compile_decode: bool) -> None:
     """On CUDA: graph path log-probs == no-cache recompute (bf16 tolerance), greedy responses
     equal the eager batched loop's, and update_weights reaches the captured graphs."""
@@ -127,14 +127,16 @@ def test_rollout_package_imports_without_ray() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs)")
-def test_cuda_graph_speculative_step() -> None:
+@pytest.mark.parametrize("compile_decode", [False, True], ids=["graphs", "compiled"])
+def test_cuda_graph_speculative_step(compile_decode: bool) -> None:
     """On CUDA: speculative decoding inside the captured step (Triton attention and sampling):
     log-probs == no-cache recompute after rollbacks, caps and stops honoured, counters
     consistent, and greedy speculation == greedy plain decoding."""
     from .test_rollout_spec import MTP, _peaky_policy
 
     cfg, policy = _peaky_policy(seed=0)  # tiny vocab: the bigram draft is often right
-    engine = RolloutEngine(cfg, MTP, FP32, "cuda", seed=0, max_batch_size=8, policy=policy)
+    engine = RolloutEngine(cfg, MTP, FP32, "cuda", seed=0, max_batch_size=8, policy=policy,
+                           compile_decode=compile_decode)  # fmt: skip
     assert engine.batched_decode and engine.num_draft_steps == 2
     prompts = _prompts(21, cfg.vocab_size, seed=5)
     caps = [2 + (5 * i) % 39 for i in range(len(prompts))]
@@ -154,3 +156,29 @@ def test_cuda_graph_speculative_step() -> None:
     same = sum(a.response_ids == b.response_ids
                for a, b in zip(spec_out, plain.generate(prompts, greedy)))  # fmt: skip
     assert same >= len(prompts) - 2  # a near-tie may flip an argmax
+
+
+@pytest.mark.parametrize("draft_steps", [0, 2], ids=["plain", "speculative"])
+def test_decode_step_traces_as_one_graph(draft_steps: int) -> None:
+    """`rollout_compile` compiles the whole step: dynamo must trace it without a graph break
+    (draft chain, verify forward, acceptance, sampling through the kernels' custom ops, which
+    fall back to torch on CPU). backend="eager": tracing only, no inductor code generation."""
+    import torch._dynamo
+
+    from miles_hydra.config.speculative import SpecMode
+    from miles_hydra.engine.rollout.sampler import StepSampler
+
+    spec = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=2) if draft_steps else NO_SPEC
+    cfg = model_preset("tiny_dense")
+    engine = RolloutEngine(cfg, spec, FP32, seed=0, max_batch_size=4, batched_decode=True)
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, stop_token_ids=[3])
+    engine.generate(_prompts(4, cfg.vocab_size), params)  # builds the cache and the step
+    step = engine._decode_step
+    state = step.state(4)
+    sampler = StepSampler(params, state.seed, engine.generator, use_kernels=True)
+    torch._dynamo.reset()
+    traced = torch.compile(step._eager_step, backend="eager", fullgraph=True, dynamic=False)
+    before = state.positions.clone()
+    state.active.fill_(True)
+    traced(state, sampler, step.cache.max_len)
+    assert bool((state.positions > before).all())  # the traced step ran and advanced every slot

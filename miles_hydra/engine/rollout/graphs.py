@@ -10,8 +10,10 @@ Attention: on CUDA (with Triton) every query reads exactly its slot's positions 
 `attn_kernel.decode_attention`, so one graph per slot count serves every context length
 (kv_len = the cache length, unused). Without the kernel (MILES_ROLLOUT_ATTN_KERNEL=0, no
 Triton) SDPA attends a fixed `kv_len` bucket (a multiple of `bucket_size` covering every
-active position; one graph per bucket). With `compile_step` the target forward is
-torch.compile'd (inductor) before capture: one compile per slot count (tens of seconds).
+active position; one graph per bucket). With `compile_step` the whole step (draft chain,
+verify forward, acceptance, sampling bookkeeping; the Triton kernels stay opaque custom ops) is
+torch.compile'd (inductor, one graph) before capture, which fuses its small element-wise
+kernels: one compile per slot count (tens of seconds).
 
 Capture needs two warm-up runs of the step (kernel compilation, allocator); they run on a
 snapshot of the state that is restored afterwards, so capturing emits no tokens. Their KV
@@ -82,9 +84,9 @@ class DecodeStep:
         self.kernels = on_cuda and attn_kernel.triton_available()
         self.decode_kernel = self.kernels and maybe_flag(decode_kernel, ENV_ATTN_KERNEL, True)
         self.bucket_size = bucket_size
-        self._forward = self._eager_forward
+        self._step_fn = self._eager_step
         if self.compile_step:
-            self._forward = torch.compile(self._eager_forward, dynamic=False)
+            self._step_fn = torch.compile(self._eager_step, dynamic=False)
         self._states: dict[int, DecodeState] = {}
         self._graphs: dict[tuple[int, float, int], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
@@ -126,7 +128,10 @@ class DecodeStep:
         graph.replay()
 
     def _advance(self, state: DecodeState, sampler: StepSampler, kv_len: int) -> None:
-        advance(state, self._forward, self._propose, sampler, kv_len, self.cache.max_len - 1)
+        self._step_fn(state, sampler, kv_len)
+
+    def _eager_step(self, state: DecodeState, sampler: StepSampler, kv_len: int) -> None:
+        advance(state, self._eager_forward, self._propose, sampler, kv_len, self.cache.max_len - 1)
 
     def _eager_forward(
         self, ids: torch.Tensor, positions: torch.Tensor, kv_len: int

@@ -222,10 +222,21 @@ def triton_logsumexp(
 
 def logsumexp(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logsumexp(logits.float() / T) per row of logits [N, V] (T <= 0: T = 1), float32; Triton
-    on CUDA (no host sync, CUDA-graph safe), torch elsewhere."""
+    on CUDA (no host sync, CUDA-graph safe), torch elsewhere. Runs as the custom op
+    torch.ops.miles_hydra.logsumexp (opaque to torch.compile, like the other two)."""
+    return _logsumexp_op(logits, float(temperature))
+
+
+@torch.library.custom_op("miles_hydra::logsumexp", mutates_args=())
+def _logsumexp_op(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     if _use_triton(logits):
         return triton_logsumexp(logits, temperature)
     return torch.logsumexp(logits.float() / (temperature if temperature > 0 else 1.0), -1)
+
+
+@_logsumexp_op.register_fake
+def _(logits, temperature):
+    return logits.new_empty(logits.shape[0], dtype=torch.float32)
 
 
 def triton_uniform(
