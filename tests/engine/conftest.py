@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture
@@ -13,3 +19,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bench_import():
+    """`importlib.import_module` with bench/ on sys.path (bench/ is scripts, not a package) for
+    the test module's duration."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(str(BENCH))

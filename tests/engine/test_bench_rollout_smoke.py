@@ -3,23 +3,15 @@ and the token accounting of both workloads (fixed, heavy-tailed) is exact."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH))  # bench/ is scripts, not a package
-    try:
-        yield importlib.import_module("bench_rollout")
-    finally:
-        sys.path.remove(str(BENCH))
+def bench(bench_import):
+    return bench_import("bench_rollout")
 
 
 def test_heavy_lengths_are_deterministic_and_capped(bench) -> None:

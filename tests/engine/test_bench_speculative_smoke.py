@@ -5,7 +5,6 @@ per-step curves, the PNG, and that both drafts start identical."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -18,12 +17,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCH))  # bench/ is scripts, not a package
-    try:
-        yield importlib.import_module("bench_speculative")
-    finally:
-        sys.path.remove(str(BENCH))
+def bench(bench_import):
+    return bench_import("bench_speculative")
 
 
 def test_partial_credit_reward(bench) -> None:

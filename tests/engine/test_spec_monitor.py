@@ -3,10 +3,8 @@ sequences, and how the per-depth rates reach the plots and the speculative bench
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,8 +18,6 @@ from miles_hydra.engine.spec_monitor import (
     add_hists,
     depth_accept_rates,
 )
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 def _stats_for_length(length: float, steps: int = 100, num_steps: int = 3) -> SpecStats:
@@ -184,12 +180,8 @@ def test_depth_rates_get_their_own_plot(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def report():
-    sys.path.insert(0, str(BENCH))  # bench/ is scripts, not a package
-    try:
-        yield importlib.import_module("speculative_report")
-    finally:
-        sys.path.remove(str(BENCH))
+def report(bench_import):
+    return bench_import("speculative_report")
 
 
 def _bench_run(mode: str, depth: dict[int, list[float]]) -> dict:
