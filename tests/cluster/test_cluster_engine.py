@@ -59,7 +59,9 @@ def test_launch_py_cluster_slurm_trains_then_is_preempted_and_resumes_exactly(
 ) -> None:
     """`python launch.py cluster=slurm`: Ray in the allocation, the local engine, the run dir;
     USR2 mid-run -> checkpoint -> requeue through submitit -> resume at the next rollout."""
-    num_rollout = 8
+    # Enough rollouts that USR2 (sent after the first) lands mid-run: a rollout of this model
+    # takes ~50 ms once warm, and 8 once all finished before the signal arrived (no requeue).
+    num_rollout = 64
     argv = [sys.executable, "launch.py", *SLURM, *TINY, f"rollout.num_rollout={num_rollout}"]
     proc = subprocess.Popen(
         [*argv, "cluster.timeout_min=15", f"output_root={tmp_path}"],
