@@ -5,9 +5,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from miles_hydra.app import main as app_main
 from miles_hydra.config import register_configs
-from miles_hydra.hints import typo_hints
+from miles_hydra.launch.app import main as app_main
+from miles_hydra.launch.hints import typo_hints
 
 register_configs()
 

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 
 from miles_hydra.config import materialize, register_configs  # noqa: E402
-from miles_hydra.plan import render_plan  # noqa: E402
+from miles_hydra.launch.plan import render_plan  # noqa: E402
 
 
 def _stats(name: str, seconds: list[float]) -> str:

@@ -43,12 +43,12 @@ def load_config(overrides: list[str]) -> RunConfig:
 
 def bench_steps(cfg: RunConfig, rollouts: int) -> dict[str, float]:
     """Rollout tokens/s and train step time, in-process."""
-    from miles_hydra.engine.data import build_prompt_source, build_tokenizer
-    from miles_hydra.engine.driver_parts import decode_response
-    from miles_hydra.engine.reward import build_reward_fn
-    from miles_hydra.engine.rollout import RolloutEngine, SamplingParams
-    from miles_hydra.engine.train_batch import RolloutBatch
-    from miles_hydra.engine.trainer import TrainerActor, resolve_device
+    from miles_hydra.backends.local.actors import decode_response
+    from miles_hydra.backends.local.rollout import RolloutEngine, SamplingParams
+    from miles_hydra.backends.local.train_batch import RolloutBatch
+    from miles_hydra.backends.local.trainer import TrainerActor, resolve_device
+    from miles_hydra.tasks import build_prompt_source, build_tokenizer
+    from miles_hydra.tasks.reward import build_reward_fn
 
     r = cfg.rollout
     device = resolve_device(cfg.backend.device.value)
@@ -107,8 +107,8 @@ def bench_steps(cfg: RunConfig, rollouts: int) -> dict[str, float]:
 
 def bench_full_run(cfg: RunConfig) -> dict[str, float]:
     """Wall time and eval accuracy of the whole run through Ray."""
-    from miles_hydra.engine.driver import train
-    from miles_hydra.engine.metrics import read_records
+    from miles_hydra.backends.local.loop import train
+    from miles_hydra.backends.local.metrics import read_records
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -7,7 +7,7 @@ Contenders (all share one random-init policy, so the weights are identical):
   hf_plain   HF generate(), default dynamic cache, eager.
   hf_static  HF generate(cache_implementation="static"); on CUDA, HF then torch.compiles the
              decode forward itself (mode reduce-overhead = CUDA graphs); on CPU no compile.
-  ours       miles_hydra.engine.rollout.RolloutEngine, speculative decoding off (on CUDA: the
+  ours       miles_hydra.backends.local.rollout.RolloutEngine, speculative decoding off (on CUDA: the
              batched decode loop with CUDA graphs, decode.py / graphs.py).
   ours_compiled  the same with compile_decode=True (torch.compile before capture; CUDA only,
              one compile per batch size, reported as warmup_s).
@@ -75,10 +75,10 @@ def build_models(
     preset: Preset, device: torch.device, seed: int, spec_steps: int, compiled: bool = False
 ):
     """(policy with an untrained MTP draft, engines: plain, speculative, compiled if asked)."""
+    from miles_hydra.backends.local.models import build_policy, model_preset
+    from miles_hydra.backends.local.rollout import RolloutEngine
     from miles_hydra.config.precision import DType, PrecisionConfig
     from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
-    from miles_hydra.engine.models import build_policy, model_preset
-    from miles_hydra.engine.rollout import RolloutEngine
 
     model_cfg = model_preset(preset.model, hf_checkpoint=None)
     spec = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=spec_steps)

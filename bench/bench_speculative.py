@@ -8,7 +8,7 @@
 Protocol. One supervised warm-start on task solutions (``TrainerActor.warmup_sft``, the code the
 driver runs for ``data.warmup_sft_steps``: policy CE + MTP loss, so the draft head is trained
 too) is saved once as an HF checkpoint dir with ``draft.safetensors``. Then the same RL run
-(``miles_hydra.engine.driver.train``: same model, prompts, seed, GRPO, lr) is run three times
+(``miles_hydra.backends.local.loop.train``: same model, prompts, seed, GRPO, lr) is run three times
 from that checkpoint (``data.warmup_sft_steps=0``): ``speculative=none``, ``mtp`` (the
 warm-started draft, frozen) and ``mtp_online`` (the same draft trained by the MTP loss, scale
 0.2, synced to the engines every step). Both drafts thus start identical.
@@ -163,9 +163,9 @@ def warm_start(overrides: list[str], steps: int, lr: float, out: Path) -> tuple[
     """Run the driver's warm-start once (policy + draft head), save it as an HF dir."""
     import torch
 
-    from miles_hydra.engine.data import build_prompt_source, build_tokenizer
-    from miles_hydra.engine.models import save_checkpoint_dir
-    from miles_hydra.engine.trainer import TrainerActor
+    from miles_hydra.backends.local.models import save_checkpoint_dir
+    from miles_hydra.backends.local.trainer import TrainerActor
+    from miles_hydra.tasks import build_prompt_source, build_tokenizer
 
     cfg = compose_run_config([*overrides, "speculative=mtp", f"data.warmup_sft_lr={lr}"])
     tokenizer = build_tokenizer(cfg.model)
@@ -200,9 +200,9 @@ def torch_no_grad(fn: Any) -> Any:
 
 def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict[str, Any]:
     """One RL run from the warm-start with ``speculative=mode``; its records and load."""
-    from miles_hydra.engine import checkpoint, driver
-    from miles_hydra.engine.metrics import read_records
-    from miles_hydra.engine.models import DRAFT_FILE
+    from miles_hydra.backends.local import checkpoint, loop
+    from miles_hydra.backends.local.metrics import read_records
+    from miles_hydra.backends.local.models import DRAFT_FILE
 
     cfg = compose_run_config(
         [
@@ -216,7 +216,7 @@ def run_mode(overrides: list[str], mode: str, warm_dir: Path, out: Path) -> dict
     shutil.rmtree(run_dir, ignore_errors=True)  # a rerun starts fresh (no resume, fresh log)
     load_before = os.getloadavg()
     start = time.perf_counter()
-    driver.train(cfg, run_dir)
+    loop.train(cfg, run_dir)
     wall = time.perf_counter() - start
     records = read_records(run_dir / "metrics.jsonl")
     samples = cfg.rollout.samples_per_rollout
@@ -252,13 +252,13 @@ def draft_hits(cfg: Any, model_dir: Path, drafts: dict[str, Path], samples: int 
 
     from safetensors.torch import load_file
 
+    from miles_hydra.backends.local.draft import mtp_loss
+    from miles_hydra.backends.local.models import build_policy
+    from miles_hydra.backends.local.rollout import RolloutEngine, SamplingParams
+    from miles_hydra.backends.local.train_batch import sft_batch
+    from miles_hydra.backends.local.trainer import resolve_device
     from miles_hydra.config.speculative import SpeculativeConfig
-    from miles_hydra.engine.data import build_prompt_source, build_tokenizer
-    from miles_hydra.engine.draft import mtp_loss
-    from miles_hydra.engine.models import build_policy
-    from miles_hydra.engine.rollout import RolloutEngine, SamplingParams
-    from miles_hydra.engine.train_batch import sft_batch
-    from miles_hydra.engine.trainer import resolve_device
+    from miles_hydra.tasks import build_prompt_source, build_tokenizer
 
     device, r = resolve_device(cfg.backend.device.value), cfg.rollout
     model_cfg = dataclasses.replace(cfg.model, hf_checkpoint=str(model_dir))
@@ -315,7 +315,7 @@ def accuracy(record: dict[str, Any]) -> Optional[float]:
 
 # --------------------------------------------------------------------------- CLI
 def engine_sources_sha1() -> str:
-    """Hash of miles_hydra/engine/**/*.py (the tree is shared: flags edits during a run)."""
+    """Hash of miles_hydra/backends/local/**/*.py (the tree is shared: flags edits during a run)."""
     import hashlib
 
     digest = hashlib.sha1()

@@ -1,7 +1,7 @@
 """Ray for bench/bench_speculative.py: the real one, or an in-process stand-in.
 
 The device machine has no Ray (bench/README.md), and Ray is too big to carry there, yet
-``miles_hydra.engine.driver`` talks to its actors through Ray. ``ray_or_inproc("inproc")``
+``miles_hydra.backends.local.loop`` talks to its actors through Ray. ``ray_or_inproc("inproc")``
 registers a minimal ``ray`` module in which an actor is a plain object in this process and
 ``.remote()`` calls run at once (so ``ray.get`` only unwraps): the driver's loop then runs
 unchanged, sequentially, as it does under Ray (it waits on every call). Bench only.
@@ -17,7 +17,7 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-_ACTOR_MODULES = ("miles_hydra.engine.rollout", "miles_hydra.engine.rollout.actor")
+_ACTOR_MODULES = ("miles_hydra.backends.local.rollout", "miles_hydra.backends.local.rollout.actor")
 
 
 class _Ref:

@@ -154,7 +154,7 @@ def run_hf(lm, prompts: torch.Tensor, static: bool, case: Case) -> Result:
 def run_ours(engine, prompts: list[list[int]], name: str, case: Case) -> Result:
     """RolloutEngine.generate() over all prompts through `batch` slots (continuous batching);
     heavy: the per-prompt caps go in through generate(max_new_tokens_per_prompt=...)."""
-    from miles_hydra.engine.rollout import SamplingParams
+    from miles_hydra.backends.local.rollout import SamplingParams
 
     engine.max_batch_size = case.batch
     first = prompts[: case.batch]
@@ -203,8 +203,8 @@ def run_ours(engine, prompts: list[list[int]], name: str, case: Case) -> Result:
 def check_log_probs(engine, prompts: list[list[int]], new_tokens: int) -> dict:
     """Log-probs the engine reports vs a no-cache full HF forward of prompt + response (the
     KV-cache exactness check, on the engine's dtype): max and mean |difference|."""
-    from miles_hydra.engine.rollout import SamplingParams
-    from miles_hydra.engine.rollout.sampling import token_log_probs
+    from miles_hydra.backends.local.rollout import SamplingParams
+    from miles_hydra.backends.local.rollout.sampling import token_log_probs
 
     params = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
     outs = engine.generate(prompts, params)

@@ -78,10 +78,10 @@ class CountingStep:
 
 
 def probe(args: argparse.Namespace, batch: int, k: int, device: torch.device) -> dict:
+    from miles_hydra.backends.local.models import model_preset
+    from miles_hydra.backends.local.rollout import RolloutEngine, SamplingParams
     from miles_hydra.config.precision import DType, PrecisionConfig
     from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
-    from miles_hydra.engine.models import model_preset
-    from miles_hydra.engine.rollout import RolloutEngine, SamplingParams
 
     overrides = dict(kv.split("=", 1) for kv in args.set)
     model_cfg = model_preset(args.model, hf_checkpoint=None, **overrides)

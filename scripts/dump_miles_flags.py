@@ -3,7 +3,7 @@
     python scripts/dump_miles_flags.py                    # oracle venv -> miles_flags_0.0.2.json
     python scripts/dump_miles_flags.py -o flags.json --python python3   # inside a miles image
 
-The table check (miles_hydra/miles/flags.py) reads the result. Regenerate it whenever the miles
+The table check (miles_hydra/backends/miles/check/flags.py) reads the result. Regenerate it whenever the miles
 you run changes: the `--sglang-*` flags follow the SGLang in the image.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from miles_hydra.miles.oracle import dump_flags, oracle_python  # noqa: E402
+from miles_hydra.backends.miles.check.oracle import dump_flags, oracle_python  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "miles_hydra" / "miles" / "miles_flags_0.0.2.json"
 

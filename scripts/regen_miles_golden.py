@@ -11,10 +11,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from miles_hydra.miles.combos import GOLDEN_DIR, all_combos, golden_text, split_valid  # noqa: E402
-from miles_hydra.miles.compile import compile_miles  # noqa: E402
+from support.combos import GOLDEN_DIR, all_combos, golden_text, split_valid  # noqa: E402
+
+from miles_hydra.backends.miles.compile import compile_miles  # noqa: E402
 
 
 def main() -> int:

@@ -43,7 +43,7 @@ class MilesHydraLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from miles_hydra.sweep.launch import SweepValidationError, plan_sweep
+        from miles_hydra.sweep.variants import SweepValidationError, plan_sweep
 
         assert self.config is not None and self.hydra_context is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

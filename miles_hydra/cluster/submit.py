@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import submitit
 
 from miles_hydra.cluster import rundir
-from miles_hydra.cluster.job_body import ClusterJob, JobFn, run_in_allocation
+from miles_hydra.cluster.allocation import ClusterJob, JobFn, run_in_allocation
 from miles_hydra.config.cluster import ClusterConfig, ClusterKind
 from miles_hydra.errors import ClusterError
 

@@ -18,6 +18,7 @@ from miles_hydra.config.precision import PrecisionConfig
 from miles_hydra.config.reward import RewardConfig
 from miles_hydra.config.rollout import RolloutConfig
 from miles_hydra.config.speculative import SpeculativeConfig
+from miles_hydra.config.validate import validate_run
 
 
 class Mode(enum.Enum):
@@ -47,6 +48,4 @@ class RunConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)  # which engine
 
     def __post_init__(self) -> None:
-        from miles_hydra.config.validate import validate_run
-
         validate_run(self)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.config.layout import gpu_breakdown, total_gpus
+from miles_hydra.config.miles_rules import validate_for_miles
 from miles_hydra.config.model import ModelFamily, _divisors
 from miles_hydra.config.precision import PrecisionMode
 from miles_hydra.config.speculative import SpecMode
@@ -224,8 +225,6 @@ def _check_local_backend(cfg: RunConfig) -> None:
 
 
 def _check_miles_backend(cfg: RunConfig) -> None:
-    from miles_hydra.miles.rules import validate_for_miles  # miles imports config: no cycle here
-
     m = cfg.model
     if not m.hf_checkpoint:
         raise ConfigError(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from slurmenv import no_ray_dirs_left, slurm_only, wait_for_state
+from support.slurmenv import no_ray_dirs_left, slurm_only, wait_for_state
 
-from miles_hydra.engine.metrics import read_records
+from miles_hydra.backends.local.metrics import read_records
 
 TINY = [  # the default task and algorithm on a smaller model, no warm-start, no eval
     "model.hidden_size=32",

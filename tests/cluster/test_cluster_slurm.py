@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 import stepjob
 from conftest import compose_config, materialize
-from slurmenv import (
+from support.slurmenv import (
     cancelled_on_failure,
     no_ray_dirs_left,
     ray_processes_gone,
@@ -25,7 +25,7 @@ from slurmenv import (
     wait_for_state,
 )
 
-from miles_hydra.cluster import job_body, ray_cluster, rundir, submit
+from miles_hydra.cluster import allocation, ray_cluster, rundir, submit
 from miles_hydra.errors import ClusterError
 
 cloudpickle.register_pickle_by_value(stepjob)  # the job unpickles it without tests/ on its path
@@ -73,7 +73,7 @@ def test_two_node_ray_cluster_fails_fast_when_a_node_dies(tmp_path: Path) -> Non
     group = rundir.group_dir(tmp_path, "two", "t2")
     executor = submit.make_executor(cfg.cluster, group / ".submitit" / "%j", "mh_two")
     executor.update_parameters(ntasks_per_node=2)
-    job = executor.submit(job_body.ClusterJob(stepjob.StepJob(300, step_s=0.2)), cfg, str(group))
+    job = executor.submit(allocation.ClusterJob(stepjob.StepJob(300, step_s=0.2)), cfg, str(group))
     with cancelled_on_failure(job):
         run_dir = rundir.job_run_dir(group, job.job_id)
         deadline = time.monotonic() + 180

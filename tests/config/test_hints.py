@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from miles_hydra.hints import typo_hints
+from miles_hydra.launch.hints import typo_hints
 
 
 @pytest.mark.parametrize(

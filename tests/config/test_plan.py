@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import compose_fast, materialize
 
-from miles_hydra.memory import GIB, estimate, expert_param_count
-from miles_hydra.plan import plan_data, render_plan, run_check
+from miles_hydra.launch.memory import GIB, estimate, expert_param_count
+from miles_hydra.launch.plan import plan_data, render_plan, run_check
 
 DONE_WHEN = [
     "model=qwen3_30b_a3b",
@@ -82,14 +82,14 @@ class _Cmd:
 
 
 def test_plan_shows_compiled_command_with_secrets_redacted_fake_compiler(monkeypatch) -> None:
-    """A stand-in for miles_hydra.miles.compile (owned by another helper): shape of the output."""
-    fake = types.ModuleType("miles_hydra.miles.compile")
+    """A stand-in for miles_hydra.backends.miles.compile (owned by another helper): shape of the output."""
+    fake = types.ModuleType("miles_hydra.backends.miles.compile")
     fake.compile_miles = lambda cfg: _Cmd(  # type: ignore[attr-defined]
         "train.py",
         ["--tensor-model-parallel-size", "4", "--prompt-data", "a b.jsonl"],
         {"WANDB_API_KEY": "s3cret", "NCCL_CUMEM_ENABLE": "0"},
     )
-    monkeypatch.setitem(sys.modules, "miles_hydra.miles.compile", fake)
+    monkeypatch.setitem(sys.modules, "miles_hydra.backends.miles.compile", fake)
     text = render_plan(materialize(compose_fast(DONE_WHEN)))
     assert "train.py --tensor-model-parallel-size 4 --prompt-data 'a b.jsonl'" in text
     assert "WANDB_API_KEY=<redacted>" in text and "s3cret" not in text
@@ -102,9 +102,11 @@ def test_run_check_local_is_zero(capsys) -> None:
 
 
 def test_run_check_miles_without_oracle_is_two(monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "miles_hydra.miles.oracle", None)  # import -> ImportError
+    monkeypatch.setitem(
+        sys.modules, "miles_hydra.backends.miles.check.oracle", None
+    )  # import -> ImportError
     assert run_check(materialize(compose_fast(DONE_WHEN))) == 2
-    assert "miles_hydra.miles.oracle" in capsys.readouterr().err
+    assert "miles_hydra.backends.miles.check.oracle" in capsys.readouterr().err
 
 
 MILES_OK = [
@@ -119,7 +121,7 @@ MILES_OK = [
 @pytest.mark.oracle
 def test_run_check_miles_with_oracle(capsys) -> None:
     """The real miles parser (oracle venv) accepts the compiled Done-when command."""
-    oracle = pytest.importorskip("miles_hydra.miles.oracle")
+    oracle = pytest.importorskip("miles_hydra.backends.miles.check.oracle")
     if oracle.oracle_python() is None:
         pytest.skip(f"no miles oracle venv; {oracle.SETUP_HINT}")
     assert run_check(materialize(compose_fast(MILES_OK))) == 0, capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import compose_fast, materialize
 
-from miles_hydra.plan import render_plan
+from miles_hydra.launch.plan import render_plan
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 PLAN_HEADER = "# ---- plan ----"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from support.combos import Combo, all_combos, split_valid
 
+from miles_hydra.backends.miles.compile import MilesCommand, compile_miles
 from miles_hydra.config import RunConfig
 from miles_hydra.errors import ConfigError
-from miles_hydra.miles.combos import Combo, all_combos, split_valid
-from miles_hydra.miles.compile import MilesCommand, compile_miles
 
 
 @dataclass

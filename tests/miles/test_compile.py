@@ -8,9 +8,7 @@ import re
 
 import pytest
 import yaml
-
-from miles_hydra.errors import ConfigError
-from miles_hydra.miles.combos import (
+from support.combos import (
     ALGORITHMS,
     GOLDEN_DIR,
     MODELS,
@@ -24,9 +22,11 @@ from miles_hydra.miles.combos import (
     golden_text,
     grid_combos,
 )
-from miles_hydra.miles.compile import compile_miles, plan_values
-from miles_hydra.miles.flags import check_argv
-from miles_hydra.miles.model_args import model_args
+
+from miles_hydra.backends.miles.check.flags import check_argv
+from miles_hydra.backends.miles.compile import compile_miles, plan_values
+from miles_hydra.backends.miles.model_args import model_args
+from miles_hydra.errors import ConfigError
 
 COMBO_NAMES = [c.name for c in all_combos()]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from miles_hydra.miles.flags import DEFAULT_TABLE, check_argv, load_table
+from miles_hydra.backends.miles.check.flags import DEFAULT_TABLE, check_argv, load_table
 
 NEWEST_TABLE = Path("/work/shared/reference/miles_flags.json")  # newest miles main, when present
 
@@ -81,7 +81,7 @@ def test_compiled_flags_also_exist_in_newest_miles(miles_combos) -> None:
 
 
 def test_check_without_miles_still_runs_the_table(miles_combos, monkeypatch, tmp_path) -> None:
-    from miles_hydra.miles.check import check_with_oracle
+    from miles_hydra.backends.miles.check.compare import check_with_oracle
 
     monkeypatch.delenv("MILES_ORACLE_PYTHON", raising=False)
     monkeypatch.setenv("MILES_ORACLE_VENV", str(tmp_path / "absent"))

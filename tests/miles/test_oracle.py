@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from miles_hydra.miles.check import compare
-from miles_hydra.miles.compile import plan_values
-from miles_hydra.miles.flags import DEFAULT_TABLE
-from miles_hydra.miles.oracle import SETUP_HINT, dump_flags, oracle_python, parse_many
+from miles_hydra.backends.miles.check.compare import compare
+from miles_hydra.backends.miles.check.flags import DEFAULT_TABLE
+from miles_hydra.backends.miles.check.oracle import (
+    SETUP_HINT,
+    dump_flags,
+    oracle_python,
+    parse_many,
+)
+from miles_hydra.backends.miles.compile import plan_values
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -124,7 +129,7 @@ def test_launch_mode_check_cli(tmp_path):
 
 
 def test_check_with_oracle_report(miles_combos):
-    from miles_hydra.miles.check import check_with_oracle
+    from miles_hydra.backends.miles.check.compare import check_with_oracle
 
     report = check_with_oracle(miles_combos.valid["qwen3_8b__tp8__ppo__eagle__bf16"])
     assert report.ok, report.render()
@@ -145,7 +150,7 @@ from miles.utils.types import Sample
 
 record = json.loads(open(sys.argv[1]).readline())
 answer = json.loads(record["label"])["label"]
-args = SimpleNamespace(custom_rm_path="miles_hydra.miles.rewards.task_reward", rm_type=None)
+args = SimpleNamespace(custom_rm_path="miles_hydra.backends.miles.rewards.task_reward", rm_type=None)
 scores = []
 for response in (answer, answer + " and more"):
     sample = Sample(prompt=record["prompt"], label=record["label"], response=response)
@@ -157,8 +162,9 @@ print(json.dumps(scores))
 def test_task_reward_through_miles_rm_hub(tmp_path):
     """miles' own reward dispatch (rm_hub.async_rm, real Sample) calls our task_reward on a
     record of the prompt file the job writes."""
-    from miles_hydra.miles.combos import SYNTHETIC_BASE, compose_run
-    from miles_hydra.miles.dataset import write_prompt_files
+    from support.combos import SYNTHETIC_BASE, compose_run
+
+    from miles_hydra.backends.miles.dataset import write_prompt_files
 
     run = compose_run([*SYNTHETIC_BASE, "model=qwen3_4b", "precision=bf16"], base=False)
     files = write_prompt_files(run, tmp_path)

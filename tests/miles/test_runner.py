@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from miles_hydra.miles.compile import MilesCommand
-from miles_hydra.miles.oracle import DEFAULT_VENV, SETUP_HINT
-from miles_hydra.miles.runner import MilesJob, final_exit_status, run_command
+from miles_hydra.backends.miles.check.oracle import DEFAULT_VENV, SETUP_HINT
+from miles_hydra.backends.miles.compile import MilesCommand
+from miles_hydra.backends.miles.runner import MilesJob, final_exit_status, run_command
 
 VENV = Path(os.environ.get("MILES_ORACLE_VENV", DEFAULT_VENV))
 RAY_CLI = VENV / "bin" / "ray"

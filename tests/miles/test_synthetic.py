@@ -15,16 +15,16 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from support.combos import SYNTHETIC_BASE, compose_run
 
+from miles_hydra.backends.miles import rewards
+from miles_hydra.backends.miles.compile import compile_miles, plan_values
+from miles_hydra.backends.miles.dataset import num_train_prompts, task_label, write_prompt_files
+from miles_hydra.backends.miles.runner import run_miles
 from miles_hydra.config.layout import critic_gpus, num_engines, rollout_gpus, total_gpus
-from miles_hydra.engine.data.tasks import build_task
 from miles_hydra.errors import ConfigError, RewardError
-from miles_hydra.miles import rewards
-from miles_hydra.miles.combos import SYNTHETIC_BASE, compose_run
-from miles_hydra.miles.compile import compile_miles, plan_values
-from miles_hydra.miles.dataset import num_train_prompts, task_label, write_prompt_files
-from miles_hydra.miles.runner import run_miles
-from miles_hydra.plan import plan_data, render_plan
+from miles_hydra.launch.plan import plan_data, render_plan
+from miles_hydra.tasks.synthetic import build_task
 
 HEADLINE = [
     "model=qwen3_30b_a3b",
@@ -49,7 +49,7 @@ def test_headline_plan_shows_placeholders_and_no_error() -> None:
     for piece in (
         "--prompt-data '<run_dir>/data/train.jsonl' --input-key prompt --label-key label",
         "--eval-prompt-data eval '<run_dir>/data/eval.jsonl'",
-        "--custom-rm-path miles_hydra.miles.rewards.task_reward",
+        "--custom-rm-path miles_hydra.backends.miles.rewards.task_reward",
     ):
         assert piece in text
     assert "--rm-type" not in text
@@ -91,7 +91,7 @@ def test_runner_writes_prompts_before_submitting(tmp_path, monkeypatch) -> None:
         submitted["train_exists"] = (run_dir / "data" / "train.jsonl").exists()
         return SimpleNamespace(submission_id="s", log_path=run_dir / "log"), 0
 
-    monkeypatch.setattr("miles_hydra.miles.runner.run_command", fake_run_command)
+    monkeypatch.setattr("miles_hydra.backends.miles.runner.run_command", fake_run_command)
     run_miles(_run("model=qwen3_4b", "parallelism=tp2", "precision=bf16"), tmp_path)
     assert submitted == {"train_exists": True}
 
@@ -159,7 +159,7 @@ def test_custom_reward_gets_prompt_response_and_inner_label(user_rewards) -> Non
 def test_custom_reward_path_travels_in_the_inline_config() -> None:
     run = _run("model=qwen3_4b", "precision=bf16", "reward=custom", "reward.custom_rm_path=a.b:c")
     argv = compile_miles(run).argv
-    assert _flag(argv, "--custom-rm-path") == "miles_hydra.miles.rewards.custom_reward"
+    assert _flag(argv, "--custom-rm-path") == "miles_hydra.backends.miles.rewards.custom_reward"
     config = yaml.safe_load(base64.b64decode(_flag(argv, "--custom-config-path")[7:]))
     assert config == {rewards.CUSTOM_RM_KEY: "a.b:c"}
 
@@ -205,8 +205,8 @@ def test_slurm_allocation_must_hold_the_critic() -> None:
 
 def _fake_oracle(monkeypatch, derived: dict) -> None:
     """Stand-in for miles' parser (its real run is in test_oracle.py): returns `derived`."""
-    from miles_hydra.miles import check
-    from miles_hydra.miles.oracle import OracleResult
+    from miles_hydra.backends.miles.check import compare as check
+    from miles_hydra.backends.miles.check.oracle import OracleResult
 
     result = OracleResult(id="check", ok=True, derived=derived)
     monkeypatch.setattr(check, "oracle_python", lambda: "python3")
@@ -216,7 +216,7 @@ def _fake_oracle(monkeypatch, derived: dict) -> None:
 
 
 def test_mode_check_exit_status_follows_every_derived_value(monkeypatch, capsys) -> None:
-    from miles_hydra.plan import run_check
+    from miles_hydra.launch.plan import run_check
 
     run = _run("model=qwen3_8b", "parallelism=tp8", "precision=bf16", "algorithm=ppo")
     _fake_oracle(monkeypatch, plan_values(run))
@@ -228,7 +228,7 @@ def test_mode_check_exit_status_follows_every_derived_value(monkeypatch, capsys)
 
 
 def test_mode_check_without_miles_parser_is_two(monkeypatch, tmp_path, capsys) -> None:
-    from miles_hydra.plan import run_check
+    from miles_hydra.launch.plan import run_check
 
     monkeypatch.delenv("MILES_ORACLE_PYTHON", raising=False)
     monkeypatch.setenv("MILES_ORACLE_VENV", str(tmp_path / "absent"))

@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-from miles_hydra.report import main, report
 from miles_hydra.sweep.manifest import Manifest, Variant, write_status
+from miles_hydra.sweep.report import main, report
 
 
 def _make_run(sweep: Path, num: int, finals: list[float], state: str | None) -> None:

@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.slurmenv import NO_SLURM, wait_for_state
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
-from slurmenv import NO_SLURM, wait_for_state  # noqa: E402
-
-from miles_hydra.report import report  # noqa: E402
+from miles_hydra.sweep.report import report
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [  # the default task and algorithm on a smaller, faster model: seconds per variant

@@ -1,0 +1,233 @@
+"""Ray plumbing of the driver: the session, the actors (one trainer, N rollout engines) with
+a timeout on every ``ray.get``, and the evaluator (greedy accuracy on held-out prompts)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from miles_hydra.config import RunConfig
+from miles_hydra.config.model import ModelFamily
+from miles_hydra.errors import ClusterError, MilesHydraError
+
+RAY_TIMEOUT_S = 1800.0  # longest single actor call (a rollout or a train step of a big model)
+ACTOR_START_TIMEOUT_S = 300.0  # actor creation: process start, torch import, model build
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RunConfig) -> Iterator[None]:
+    """Join the job's Ray cluster when ``RAY_ADDRESS`` is set, else start a private local one
+    (token auth off, all cores, no dashboard); shut down at the end, also on failure."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if ray.is_initialized():  # a caller (test, notebook) owns the session
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # Ray nices workers to 15 by default; our actors are the job itself, not background
+        # work, and would starve next to any other busy process on the machine.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def get(refs: Any, timeout: float = RAY_TIMEOUT_S, what: str = "actor call") -> Any:
+    """``ray.get`` with a timeout; our own errors raised in an actor come out unwrapped."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, MilesHydraError):
+            raise cause from None
+        raise
+    except GetTimeoutError as err:
+        raise ClusterError(f"{what} did not finish within {timeout:.0f}s") from err
+    except RayActorError as err:
+        raise ClusterError(f"{what}: a Ray actor died ({err})") from err
+
+
+class Actors:
+    """The trainer actor and the rollout engine actors of one run."""
+
+    def __init__(self, cfg: RunConfig, pad_id: int) -> None:
+        import ray
+
+        from miles_hydra.backends.local.rollout import RolloutEngineActor
+        from miles_hydra.backends.local.trainer import TrainerActor, resolve_device
+
+        self.cfg = cfg
+        self.record_routing = cfg.model.family is ModelFamily.qwen3_moe
+        device = resolve_device(cfg.backend.device.value)
+        threads = cfg.backend.num_threads or os.cpu_count() or 1
+        n = cfg.backend.num_engines
+        # Fractional CPUs: the actors take turns, and 2 cores must not deadlock.
+        gpus = 1.0 / (n + 1) if device == "cuda" else 0.0
+        env = {"env_vars": {"OMP_NUM_THREADS": str(threads), "RAY_AUTH_MODE": "disabled"}}
+        self.trainer = (
+            ray.remote(TrainerActor)
+            .options(num_cpus=0.25, num_gpus=gpus, runtime_env=env)
+            .remote(cfg, pad_id, threads)
+        )
+        self.engines = [
+            RolloutEngineActor.options(num_cpus=0.25, num_gpus=gpus, runtime_env=env).remote(
+                cfg.model,
+                cfg.speculative,
+                cfg.precision,
+                device,
+                cfg.seed + 1000 * (i + 1),
+                max(64, cfg.rollout.samples_per_rollout),
+                threads,
+                cuda_graphs=cfg.backend.rollout_cuda_graphs,
+                compile_decode=cfg.backend.rollout_compile,
+            )
+            for i in range(n)
+        ]
+        # Surface start-up failures (bad checkpoint path, ...) here, with a timeout.
+        get(self.trainer.__ray_ready__.remote(), ACTOR_START_TIMEOUT_S, "starting the trainer")
+        get(
+            [e.__ray_ready__.remote() for e in self.engines],
+            ACTOR_START_TIMEOUT_S,
+            "starting the rollout engines",
+        )
+
+    def generate(self, prompts: list[list[int]], params: Any) -> list[Any]:
+        """Split prompts over the engines in contiguous chunks; results in prompt order."""
+        n = len(self.engines)
+        size = -(-len(prompts) // n)
+        chunks = [prompts[i * size : (i + 1) * size] for i in range(n)]
+        refs = [
+            e.generate.remote(chunk, params, self.record_routing)
+            for e, chunk in zip(self.engines, chunks)
+            if chunk
+        ]
+        return [out for part in get(refs, what="rollout generation") for out in part]
+
+    def train(self, rollout_id: int, batch: Any) -> dict[str, float]:
+        return get(self.trainer.train.remote(rollout_id, batch), what="training step")
+
+    def warmup_sft(self, examples: list[Any], batch_size: int, last: bool) -> dict[str, float]:
+        return get(self.trainer.warmup_sft.remote(examples, batch_size, last), what="warm-start")
+
+    def sync_weights(self) -> float:
+        """Push the trainer's weights (incl. the draft head) to every engine; seconds taken."""
+        import ray
+
+        start = time.perf_counter()
+        state = get(self.trainer.engine_state_dict.remote(), what="exporting weights")
+        ref = ray.put(state)
+        get([e.update_weights.remote(ref) for e in self.engines], what="updating engine weights")
+        return time.perf_counter() - start
+
+    def save_trainer_part(self, tmp_dir: Path) -> None:
+        get(self.trainer.save.remote(str(tmp_dir)), what="saving the trainer state")
+
+    def load(self, ckpt: Path) -> None:
+        get(self.trainer.load.remote(str(ckpt)), what="loading the trainer state")
+
+    def engine_rng(self) -> list[Any]:
+        """Sampling RNG states of the engines (so a resumed run samples as the original)."""
+        refs = [e.__ray_call__.remote(_get_generator_state) for e in self.engines]
+        return get(refs, what="reading engine RNG states")
+
+    def set_engine_rng(self, states: list[Any] | None) -> None:
+        if not states or len(states) != len(self.engines):
+            return
+        refs = [
+            e.__ray_call__.remote(_set_generator_state, s) for e, s in zip(self.engines, states)
+        ]
+        get(refs, what="restoring engine RNG states")
+
+
+def _get_generator_state(engine: Any) -> Any:
+    return engine.generator.get_state()
+
+
+def _set_generator_state(engine: Any, state: Any) -> None:
+    engine.generator.set_state(state)
+
+
+def decode_response(tokenizer: Any, ids: list[int]) -> str:
+    """Response text up to the first eos. Ids the tokenizer does not know (the model's vocab
+    can be padded past the tokenizer's) become U+FFFD, which no verifier accepts."""
+    out, run = [], []
+    for token in ids:
+        if token == tokenizer.eos_id:
+            break
+        if 0 <= token < tokenizer.vocab_size:
+            run.append(token)
+            continue
+        out.append(tokenizer.decode(run) + "\ufffd")
+        run = []
+    out.append(tokenizer.decode(run))
+    return "".join(out)
+
+
+class EvalRunner:
+    """Accuracy (mean reward) of the current policy on the held-out prompts -> ``eval/<name>``."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        actors: Actors,
+        tokenizer: Any,
+        reward_fn: Callable[[Any, str], float],
+        source: Any,
+    ) -> None:
+        self.cfg, self.actors, self.tokenizer = cfg, actors, tokenizer
+        self.reward_fn, self.source = reward_fn, source
+        d = cfg.data
+        data_file = d.eval_prompt_data or d.prompt_data
+        self.name = d.task if d.source.value == "synthetic" else Path(str(data_file)).stem
+
+    def train_params(self) -> Any:
+        r = self.cfg.rollout
+        return self._params(r.rollout_temperature, r.rollout_top_p, r.rollout_top_k)
+
+    def _params(self, temperature: float, top_p: float, top_k: int) -> Any:
+        from miles_hydra.backends.local.rollout import SamplingParams
+
+        return SamplingParams(
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            max_new_tokens=self.cfg.rollout.rollout_max_response_len,
+            stop_token_ids=[self.tokenizer.eos_id],
+        )
+
+    def run(self) -> dict[str, float]:
+        r = self.cfg.rollout
+        prompts = [
+            p for p in self.source.eval_prompts() for _ in range(r.n_samples_per_eval_prompt)
+        ]
+        if not prompts:
+            return {}
+        start = time.perf_counter()
+        params = self._params(r.eval_temperature, 1.0, -1)
+        outputs = self.actors.generate([p.ids for p in prompts], params)
+        rewards = [
+            self.reward_fn(p, decode_response(self.tokenizer, o.response_ids))
+            for p, o in zip(prompts, outputs)
+        ]
+        lengths = [len(o.response_ids) for o in outputs]
+        return {
+            f"eval/{self.name}": sum(rewards) / len(rewards),
+            f"eval/{self.name}/response_len/mean": sum(lengths) / len(lengths),
+            f"eval/{self.name}-truncated_ratio": sum(not o.finished for o in outputs)
+            / len(outputs),
+            "perf/eval_time": time.perf_counter() - start,
+        }

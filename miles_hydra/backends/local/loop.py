@@ -1,0 +1,229 @@
+"""The local engine's job process (miles ``train.py``): Ray actors and the RL loop.
+
+``train(cfg, run_dir)`` starts (or joins, when ``RAY_ADDRESS`` is set) Ray, creates one
+TrainerActor and ``backend.num_engines`` RolloutEngine actors, optionally warm-starts the
+policy on task solutions, pushes the weights to the engines, then per rollout::
+
+    generate -> reward -> train -> sync weights -> eval (every rollout.eval_interval)
+             -> metrics -> checkpoint (every checkpoint.save_interval and at the end)
+
+and after every rollout polls ``miles_hydra.cluster.preemption.requested()``: when set it saves
+a checkpoint and returns ``{"preempted": True, ...}``. A run resumes from the latest checkpoint
+in ``checkpoint.load`` (default ``<run_dir>/checkpoints``) at the next rollout, with the data
+position, RNG states, optimizer and wandb run restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from miles_hydra.backends.local import checkpoint
+from miles_hydra.backends.local.actors import Actors, EvalRunner, decode_response, ray_session
+from miles_hydra.backends.local.metrics import MetricsLogger, read_records, rollout_metrics
+from miles_hydra.backends.local.train_batch import RolloutBatch
+from miles_hydra.config import RunConfig
+from miles_hydra.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PREEMPTED_KEY = "preempted"
+
+
+def preemption_requested() -> bool:
+    """``miles_hydra.cluster.preemption.requested()``, False when that module is absent."""
+    try:
+        from miles_hydra.cluster import preemption
+    except ImportError:
+        return False
+    return preemption.requested()
+
+
+def train(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Run the configured RL job in ``run_dir``; return the final metrics."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with ray_session(cfg):
+        return _Loop(cfg, run_dir).run()
+
+
+class _Loop:
+    """State of one run: data, reward, actors, logger, step counter."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path) -> None:
+        from miles_hydra.tasks import build_prompt_source, build_tokenizer
+        from miles_hydra.tasks.reward import build_reward_fn
+
+        self.cfg, self.run_dir = cfg, run_dir
+        self.tokenizer = build_tokenizer(cfg.model)
+        r = cfg.rollout
+        self.source = build_prompt_source(
+            cfg.data, self.tokenizer, cfg.seed, r.rollout_max_prompt_len, r.rollout_max_response_len
+        )
+        self.reward_fn = build_reward_fn(cfg.reward, cfg.data)
+        self.ckpt_root = Path(cfg.checkpoint.save or run_dir / "checkpoints")
+        self.actors = Actors(cfg, self.tokenizer.pad_id)
+        self.evaluator = EvalRunner(cfg, self.actors, self.tokenizer, self.reward_fn, self.source)
+        self.spec_monitor = _spec_monitor(cfg)
+        self.start_step, wandb_id = self._resume()
+        self.logger = MetricsLogger(cfg, run_dir, self.start_step, wandb_id)
+
+    # ---------------------------------------------------------------- resume
+    def _resume(self) -> tuple[int, str | None]:
+        c = self.cfg.checkpoint
+        if not c.resume and not c.load:
+            return 0, None
+        where = Path(c.load) if c.load else self.ckpt_root
+        ckpt = checkpoint.find_latest(where)
+        if ckpt is None:
+            if c.load and c.load != str(self.ckpt_root):
+                raise ConfigError(
+                    "checkpoint.load",
+                    c.load,
+                    "holds no checkpoint (no step_* with driver.pt)",
+                    "point it at a checkpoint directory or its parent, or set it to null",
+                )
+            return 0, None
+        state = checkpoint.load_driver_state(ckpt)
+        self.actors.load(ckpt)
+        self.source.load_state_dict(state["data"])
+        checkpoint.set_rng_state(state["rng"])
+        self.actors.set_engine_rng(state.get("engine_rng"))
+        if self.spec_monitor is not None and state.get("spec_monitor"):
+            self.spec_monitor.load_state_dict(state["spec_monitor"])
+        log.info("resuming from %s at rollout %d", ckpt, state["step"])
+        return int(state["step"]), state.get("wandb_id")
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        try:
+            if self.start_step == 0:
+                self._warm_start()
+            self.actors.sync_weights()
+            if self.start_step == 0 and cfg.rollout.eval_interval:
+                self.logger.log_eval(0, self.evaluator.run())
+            for rollout_id in range(self.start_step, cfg.rollout.num_rollout):
+                self._step(rollout_id)
+                done = rollout_id + 1
+                last = done == cfg.rollout.num_rollout
+                preempted = not last and preemption_requested()
+                if last or preempted or self._save_due(done):
+                    self._save(done)
+                if preempted:
+                    log.warning("preemption requested: checkpointed after rollout %d", rollout_id)
+                    return {**self._final(), PREEMPTED_KEY: True, "step": rollout_id}
+            return {**self._final(), PREEMPTED_KEY: False}
+        finally:
+            self.logger.close()
+
+    def _warm_start(self) -> None:
+        steps = self.cfg.data.warmup_sft_steps
+        if steps == 0:
+            return
+        if self.cfg.rollout.eval_interval:
+            self.actors.sync_weights()
+            self.logger.log_eval(-1, self.evaluator.run())  # accuracy before the warm-start
+        batch = self.cfg.rollout.samples_per_rollout
+        start = time.perf_counter()
+        chunk = max(1, steps // 10)  # ten calls, so the progress bar moves
+        first = None
+        for done in range(0, steps, chunk):
+            n = min(chunk, steps - done)
+            examples = self.source.sft_examples(n * batch)
+            metrics = self.actors.warmup_sft(examples, batch, last=done + n >= steps)
+            first = metrics["warmup/sft_loss_first"] if first is None else first
+            self.logger.show(
+                {
+                    "warm-start": f"{done + n}/{steps}",
+                    "sft_loss": f"{metrics['warmup/sft_loss_last']:.3g}",
+                }
+            )
+        metrics["warmup/sft_loss_first"] = first
+        metrics["perf/warmup_time"] = time.perf_counter() - start
+        self.logger.log_event({"warmup/steps": steps, **metrics})
+
+    def _step(self, rollout_id: int) -> None:
+        cfg, r = self.cfg, self.cfg.rollout
+        start = time.perf_counter()
+        prompts = self.source.next_batch(r.rollout_batch_size)
+        samples = [p for p in prompts for _ in range(r.n_samples_per_prompt)]
+        outputs = self.actors.generate([p.ids for p in samples], self.evaluator.train_params())
+        rollout_time = time.perf_counter() - start
+        rewards = [
+            self.reward_fn(p, decode_response(self.tokenizer, o.response_ids))
+            for p, o in zip(samples, outputs)
+        ]
+        lengths = [len(o.response_ids) for o in outputs]
+        batch = RolloutBatch(
+            prompt_ids=[p.ids for p in samples],
+            response_ids=[o.response_ids for o in outputs],
+            rollout_log_probs=[o.rollout_log_probs for o in outputs],
+            rewards=rewards,
+            group_size=r.n_samples_per_prompt,
+            routed_experts=[o.routed_experts for o in outputs]
+            if self.actors.record_routing
+            else None,
+        )
+        metrics = rollout_metrics(rewards, lengths, [o.finished for o in outputs], batch.group_size)
+        if self.spec_monitor is not None:  # acceptance metrics and the collapse alert
+            from miles_hydra.backends.local.spec_monitor import SpecStats
+
+            metrics.update(self.spec_monitor.update(SpecStats.from_outputs(outputs), rollout_id))
+        metrics["perf/rollout_time"] = rollout_time
+        metrics["perf/tokens_per_gpu_per_sec"] = (
+            sum(lengths) / rollout_time / cfg.backend.num_engines
+        )
+        metrics.update(self.actors.train(rollout_id, batch))
+        metrics["perf/update_weights_time"] = self.actors.sync_weights()
+        done = rollout_id + 1
+        if r.eval_interval and (done % r.eval_interval == 0 or done == r.num_rollout):
+            self.logger.log_eval(done, self.evaluator.run())
+        metrics["perf/step_time"] = time.perf_counter() - start
+        self.logger.log_rollout(rollout_id, metrics)
+
+    # ---------------------------------------------------------------- checkpoints, result
+    def _save_due(self, done: int) -> bool:
+        interval = self.cfg.checkpoint.save_interval
+        return interval is not None and done % interval == 0
+
+    def _save(self, done: int) -> None:
+        start = time.perf_counter()
+        state = {
+            "data": self.source.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "engine_rng": self.actors.engine_rng(),
+            "wandb_id": self.logger.wandb_id,
+            "spec_monitor": None if self.spec_monitor is None else self.spec_monitor.state_dict(),
+        }
+        path = checkpoint.save(
+            self.ckpt_root,
+            done,
+            state,
+            self.actors.save_trainer_part,
+            self.cfg.checkpoint.keep_last,
+        )
+        log.info("checkpoint %s (%.1fs)", path, time.perf_counter() - start)
+
+    def _final(self) -> dict[str, Any]:
+        """Last rollout record merged with the last eval record."""
+        records = read_records(self.logger.path)
+        out: dict[str, Any] = {"run_dir": str(self.run_dir)}
+        for record in records:
+            if "eval/step" in record and record["eval/step"] >= 0:
+                out.update(record)
+        for record in records:
+            if "step" in record:
+                out.update(record)
+        return out
+
+
+def _spec_monitor(cfg: RunConfig) -> Any:
+    """``spec_monitor.SpecMonitor`` (acceptance metrics, drop alert) when speculation is on."""
+    if not cfg.speculative.enabled:
+        return None
+    from miles_hydra.backends.local.spec_monitor import SpecMonitor
+
+    return SpecMonitor.from_config(cfg.speculative)

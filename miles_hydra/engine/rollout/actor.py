@@ -1,9 +1,0 @@
-"""The rollout engine as a Ray actor (`RolloutEngineActor.options(num_cpus=...).remote(...)`)."""
-
-from __future__ import annotations
-
-import ray
-
-from miles_hydra.engine.rollout.engine import RolloutEngine
-
-RolloutEngineActor = ray.remote(RolloutEngine)

@@ -1,0 +1,216 @@
+"""`mode=plan` and `mode=check`: what a validated run will do, where, and whether it fits.
+
+``render_plan`` is a pure function of the RunConfig (it runs nothing, submits nothing);
+``plan_data`` is the same plan as a dict, for tests and tools.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import sys
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from miles_hydra.config import RunConfig, layout
+from miles_hydra.config.backend import BackendKind, Device
+from miles_hydra.config.cluster import ClusterKind
+from miles_hydra.errors import ConfigError
+from miles_hydra.launch.memory import COUNTED, MemoryEstimate, estimate
+
+SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def plan_data(run: RunConfig) -> dict[str, Any]:
+    """The plan as plain data: layout, batches and the per-GPU memory estimate."""
+    p, r = run.parallelism, run.rollout
+    gpus_per_node = run.cluster.gpus_per_node or p.actor_num_gpus_per_node
+    gbs = r.effective_global_batch_size
+    dp = p.data_parallel_size
+    mem = estimate(run)
+    return {
+        "backend": run.backend.kind.value,
+        "cluster": run.cluster.kind.value,
+        "nodes": _nodes(run, gpus_per_node),
+        "training_gpus": p.actor_world_size,
+        "critic_gpus": layout.critic_gpus(run),
+        "rollout_gpus": layout.rollout_gpus(run),
+        "total_gpus": layout.total_gpus(run),
+        "colocate": p.colocate,
+        "engines": layout.num_engines(run),
+        "engine_tp": p.rollout_num_gpus_per_engine,
+        "tp": p.tensor_model_parallel_size,
+        "pp": p.pipeline_model_parallel_size,
+        "pp_stage_layers": layout.pipeline_stage_layers(run),
+        "cp": p.context_parallel_size,
+        "ep": p.expert_model_parallel_size,
+        "etp": p.etp,
+        "dp": dp,
+        "rollout_batch_size": r.rollout_batch_size,
+        "n_samples_per_prompt": r.n_samples_per_prompt,
+        "samples_per_rollout": r.samples_per_rollout,
+        "global_batch_size": gbs,
+        "num_steps_per_rollout": r.num_steps_per_rollout,
+        "micro_batch_size": None if p.use_dynamic_batch_size else p.micro_batch_size,
+        "max_tokens_per_gpu": p.max_tokens_per_gpu,
+        "grad_accumulation": None if p.use_dynamic_batch_size else gbs // (p.micro_batch_size * dp),
+        "params_total": mem.dense_params + mem.expert_params,
+        "params_experts": mem.expert_params,
+        "memory": mem,
+        "warnings": mem.warnings() + advisories(run),
+    }
+
+
+def advisories(run: RunConfig) -> list[str]:
+    """Valid but costly settings, with the fix (printed by the plan and logged before a run)."""
+    out = []
+    p = run.parallelism
+    local_gpu = run.backend.kind is BackendKind.local and run.backend.device is Device.cuda
+    if local_gpu and not p.use_dynamic_batch_size and p.micro_batch_size == 1:
+        out.append(
+            "backend.device=cuda trains one sample per forward (parallelism.micro_batch_size=1): "
+            "launch-bound on a GPU (16 s per step for a 25M model on an H200); use "
+            "parallelism=single_gpu (micro-batches by token budget) or raise "
+            "parallelism.micro_batch_size"
+        )
+    return out
+
+
+def _nodes(run: RunConfig, gpus_per_node: int) -> int:
+    """Nodes the job takes: the Slurm allocation, or what the layout needs."""
+    if run.cluster.kind is ClusterKind.slurm:
+        return run.cluster.nodes
+    if run.backend.kind is BackendKind.local:
+        return 1
+    return max(run.parallelism.actor_num_nodes, math.ceil(layout.total_gpus(run) / gpus_per_node))
+
+
+def render_plan(run: RunConfig, with_command: bool = True) -> str:
+    """The resolved config as YAML, then the plan; ``with_command=False`` omits the miles argv."""
+    data = plan_data(run)
+    parts = [
+        "# ---- resolved config ----",
+        OmegaConf.to_yaml(OmegaConf.structured(run)).rstrip(),
+        "# ---- plan ----",
+        *_layout_lines(run, data),
+        *_batch_lines(data),
+        *_memory_lines(data["memory"]),
+    ]
+    parts += [f"WARNING: {w}" for w in data["warnings"]]
+    if with_command and run.backend.kind is BackendKind.miles:
+        parts += _command_lines(run)
+    return "\n".join(parts) + "\n"
+
+
+def _layout_lines(run: RunConfig, d: dict[str, Any]) -> list[str]:
+    where = d["cluster"]
+    if run.cluster.kind is ClusterKind.slurm:
+        where += f" (partition={run.cluster.partition}, {run.cluster.gpus_per_node} GPUs/node)"
+    lines = [
+        f"backend:   {d['backend']}",
+        f"cluster:   {where}, nodes={d['nodes']}",
+        f"training:  {d['training_gpus']} GPUs = {run.parallelism.actor_num_nodes} node(s) x "
+        f"{run.parallelism.actor_num_gpus_per_node}; TP={d['tp']} PP={d['pp']} CP={d['cp']} "
+        f"-> DP={d['dp']}" + (f"; EP={d['ep']} ETP={d['etp']}" if run.model.is_moe else ""),
+    ]
+    if d["pp"] > 1:
+        lines.append(f"pipeline:  decoder layers per stage {d['pp_stage_layers']}")
+    if d["critic_gpus"]:
+        lines.append(f"critic:    {d['critic_gpus']} GPUs (PPO value model, the training layout)")
+    lines += [
+        f"rollout:   {d['rollout_gpus']} GPUs = {d['engines']} engine(s) x TP {d['engine_tp']}",
+        f"placement: {'colocated (train and rollout take turns, offloading)' if d['colocate'] else 'disaggregated'}"
+        f"; {d['total_gpus']} GPUs in all",
+    ]
+    if run.backend.kind is BackendKind.local:
+        lines.append(f"device:    {run.backend.device.value} (embedded engine, one device)")
+    return lines
+
+
+def _batch_lines(d: dict[str, Any]) -> list[str]:
+    lines = [
+        "batch:     rollout_batch_size x n_samples_per_prompt = global_batch_size x "
+        "num_steps_per_rollout",
+        f"           {d['rollout_batch_size']} x {d['n_samples_per_prompt']} = "
+        f"{d['global_batch_size']} x {d['num_steps_per_rollout']} = {d['samples_per_rollout']} "
+        "samples per rollout",
+    ]
+    if d["micro_batch_size"] is None:
+        lines.append(
+            f"           dynamic micro-batches of <= {d['max_tokens_per_gpu']} tokens per GPU"
+        )
+    else:
+        lines.append(
+            f"           per step: {d['global_batch_size']} = micro_batch_size {d['micro_batch_size']}"
+            f" x DP {d['dp']} x {d['grad_accumulation']} grad-accumulation micro-batches"
+        )
+    return lines
+
+
+def _memory_lines(mem: MemoryEstimate) -> list[str]:
+    card = f"{mem.card_gb:.0f} GiB" + (
+        " (assumed NVIDIA H100 80GB; the cluster does not say)" if mem.card_assumed else ""
+    )
+    frac = f"{mem.mem_fraction}" + (
+        " (assumed; rollout.sglang_mem_fraction_static unset)" if mem.mem_fraction_assumed else ""
+    )
+    params = mem.dense_params + mem.expert_params
+    return [
+        f"memory:    per GPU, card {card}",
+        f"           params {_count(params)} ({_count(mem.expert_params)} in routed experts)",
+        f"           train: weights {_gib(mem.weights_gb)} + grads {_gib(mem.grads_gb)} + optimizer "
+        f"{_gib(mem.optimizer_gb)} = {_gib(mem.train_gb)}",
+        f"           rollout: weights {_gib(mem.rollout_weights_gb)}; KV budget "
+        f"{_gib(max(mem.kv_budget_gb, 0.0))} at mem_fraction_static {frac}",
+        f"           KV {mem.kv_bytes_per_token / 1024:.1f} KiB/token -> ~{mem.kv_tokens:,} tokens per GPU",
+        f"           counted: {COUNTED}",
+    ]
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def _gib(gb: float) -> str:
+    return f"{gb:.2f} GiB" if gb >= 0.1 else f"{gb * 1024:.2f} MiB"
+
+
+def _command_lines(run: RunConfig) -> list[str]:
+    try:
+        from miles_hydra.backends.miles.compile import compile_miles
+    except ImportError as exc:
+        return [f"command:   (not available: {exc})"]
+    try:
+        cmd = compile_miles(run)
+    except ConfigError as exc:
+        return [f"ERROR: the miles compiler refuses this config: {exc}"]
+    env = [
+        f"  {k}=<redacted>" if SECRET.search(k) else f"  {k}={shlex.quote(str(v))}"
+        for k, v in sorted(cmd.env.items())
+    ]
+    return [
+        "command:",
+        *env,
+        "  " + shlex.join([str(cmd.entry), *map(str, cmd.argv)]),
+    ]
+
+
+def run_check(run: RunConfig) -> int:
+    """``mode=check``: the miles check (miles_hydra.backends.miles.check.oracle.check): flag table, miles' own
+    parser, and every value miles derives against what our config plans (compile.plan_values,
+    which counts GPUs with the same miles_hydra.config.layout as plan_data). 0 = accepted and
+    consistent, 1 = refused or any derived value differs, 2 = cannot check here (no checker)."""
+    if run.backend.kind is BackendKind.local:
+        print("backend=local: nothing to check beyond validation (the config is valid)")
+        return 0
+    try:
+        from miles_hydra.backends.miles.check.compare import check
+    except ImportError as exc:
+        print(
+            f"mode=check needs miles_hydra.backends.miles.check.oracle, which is not available: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    return check(run)
