@@ -43,7 +43,7 @@ def load_config(overrides: list[str]) -> RunConfig:
 
 def bench_steps(cfg: RunConfig, rollouts: int) -> dict[str, float]:
     """Rollout tokens/s and train step time, in-process."""
-    from miles_hydra.backends.local.actors import decode_response
+    from miles_hydra.backends.local.evaluate import decode_response
     from miles_hydra.backends.local.rollout import RolloutEngine, SamplingParams
     from miles_hydra.backends.local.train_batch import RolloutBatch
     from miles_hydra.backends.local.trainer import TrainerActor, resolve_device

@@ -81,7 +81,7 @@ def build_models(
     from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
 
     model_cfg = model_preset(preset.model, hf_checkpoint=None)
-    spec = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=spec_steps)
+    spec = SpeculativeConfig(mode=SpecMode.mtp, num_steps=spec_steps)
     precision = PrecisionConfig(rollout_dtype=DType(preset.dtype))
     try:
         policy = build_policy(model_cfg, spec, preset.dtype, device, seed)

@@ -85,9 +85,7 @@ def probe(args: argparse.Namespace, batch: int, k: int, device: torch.device) ->
 
     overrides = dict(kv.split("=", 1) for kv in args.set)
     model_cfg = model_preset(args.model, hf_checkpoint=None, **overrides)
-    spec = (
-        SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=k) if k else SpeculativeConfig()
-    )
+    spec = SpeculativeConfig(mode=SpecMode.mtp, num_steps=k) if k else SpeculativeConfig()
     precision = PrecisionConfig(rollout_dtype=DType(args.dtype))
     engine = RolloutEngine(model_cfg, spec, precision, str(device), 0, max_batch_size=batch,
                            compile_decode=args.compile)  # fmt: skip

@@ -3,7 +3,9 @@
 All-or-nothing: every variant is composed and validated before anything starts; one invalid
 variant means nothing is submitted, and the error names the variant and the key. On Slurm the
 whole batch goes out as one job array (one sbatch call) capped at ``cluster.array_parallelism``
-concurrent tasks; each variant runs in its own directory ``<sweep dir>/<variant>``.
+concurrent tasks; each variant runs in its own directory ``<sweep dir>/<variant>``. The logic
+lives in ``miles_hydra.sweep.variants`` (validation, the array), which builds the array's
+executor with the same builder as single runs (``miles_hydra.cluster.submit.make_executor``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
@@ -22,6 +24,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from miles_hydra.sweep.manifest import IN_JOB_ENV, SWEEP_ID_ENV
+
+if TYPE_CHECKING:
+    from miles_hydra.sweep.variants import SweepPlan
 
 log = logging.getLogger(__name__)
 
@@ -62,28 +67,24 @@ class MilesHydraLauncher(Launcher):
         for num, overrides in zip(plan.nums, job_overrides):
             log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
         if plan.scheduler == "slurm":
-            return self._launch_slurm(plan, job_overrides, sweep_dir)
+            return self._launch_slurm(plan, job_overrides)
         return [
             self(list(overrides), "hydra.sweep.dir", num, f"local_{num}", Singleton.get_state())
             for num, overrides in zip(plan.nums, job_overrides)
         ]
 
-    def _launch_slurm(self, plan: Any, job_overrides: Sequence[Sequence[str]], sweep_dir: Path):
-        import submitit
+    def _launch_slurm(
+        self, plan: SweepPlan, job_overrides: Sequence[Sequence[str]]
+    ) -> list[JobReturn]:
+        from miles_hydra.sweep.variants import submit_array
 
-        executor = submitit.AutoExecutor(
-            folder=self.submitit_folder.replace("${hydra.sweep.dir}", str(sweep_dir)),
-            cluster="slurm",
-        )
-        executor.update_parameters(**plan.slurm_parameters)
+        folder = self.submitit_folder.replace("${hydra.sweep.dir}", str(plan.sweep_dir))
         state = Singleton.get_state()
-        args = [
+        calls = [
             (list(overrides), "hydra.sweep.dir", num, f"job_{num}", state)
             for num, overrides in zip(plan.nums, job_overrides)
         ]
-        jobs = executor.map_array(self, *zip(*args))
-        plan.manifest.array_job_id = jobs[0].job_id.split("_")[0] if jobs else None
-        plan.manifest.write(sweep_dir)
+        jobs = submit_array(plan, self, calls, Path(folder))
         log.info(f"submitted {len(jobs)} variants as Slurm array {plan.manifest.array_job_id}")
         return [_result(job) for job in jobs]
 

@@ -1,10 +1,18 @@
-"""What each task of the allocation runs: Ray across the nodes, then the job on node 0.
+"""What each task of an allocation runs: Ray across the nodes, then the job function on node 0.
 
-The same body runs in this process (``cluster=local``), in a submitit subprocess, and in every
-Slurm task (one per node). Task 0 writes the run record, starts the Ray head, waits for every
-node, runs the job and writes ``result.json``; the other tasks join Ray and wait. A job that
-returns ``{"preempted": True}`` after the warning signal is requeued through submitit and resumes
-in the same run directory.
+Three things are called "job" around here; this module is the middle one:
+
+- the *job function* (``JobFn``, e.g. ``miles_hydra.launch.run.run_with_status``): what a run
+  does once Ray is up;
+- the *allocation task* (:class:`AllocationTask`, :func:`run_allocation_task`): what every task
+  of the allocation runs around the job function, in this process (``cluster=local``), in a
+  submitit subprocess, or in each Slurm task (one per node);
+- the *submitit job*: the scheduler's handle on the submitted allocation tasks.
+
+Task 0 writes the run record, starts the Ray head, waits for every node, runs the job function
+and writes ``result.json``; the other tasks join Ray and wait. A job function that returns
+``{"preempted": True}`` after the warning signal has the job requeued through submitit; it
+resumes in the same run directory.
 """
 
 from __future__ import annotations
@@ -25,12 +33,12 @@ from miles_hydra.cluster.ray_cluster import RaySpec, free_port, head_node, worke
 
 log = logging.getLogger(__name__)
 
-JobFn = Callable[[Any, Path], dict]  # run_job(cfg, run_dir) -> final metrics
+JobFn = Callable[[Any, Path], dict]  # job_fn(cfg, run_dir) -> final metrics
 
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """Who this task is within its job."""
+    """Who this task is within its allocation."""
 
     job_id: str  # scheduler job id ("123", "123_4" for an array task, "local-<pid>" here)
     rank: int  # 0 = head
@@ -68,13 +76,19 @@ def _job_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
-def run_in_allocation(
-    cfg: Any, group: Path, job_fn: JobFn, append_job_id: bool = True
+def run_allocation_task(
+    cfg: Any,
+    group: Path,
+    job_fn: JobFn,
+    *,
+    ray_job_api: bool = False,
+    append_job_id: bool = True,
 ) -> Optional[dict]:
-    """Run one task of the job; task 0 returns the job's result, the others None.
+    """Run this task of the allocation; task 0 returns the job function's result, the others None.
 
-    The run directory is ``<group>/<job id>``, or ``group`` itself with ``append_job_id=False``
-    (a sweep variant whose directory the sweep launcher already chose).
+    ``ray_job_api``: the Ray head also serves Ray's job API (for job functions that submit with
+    ``ray job submit``). The run directory is ``<group>/<job id>``, or ``group`` itself with
+    ``append_job_id=False`` (a sweep variant whose directory the sweep launcher already chose).
     """
     cluster = cfg.cluster
     task = task_info()
@@ -88,7 +102,7 @@ def run_in_allocation(
         startup_timeout_s=cluster.ray_startup_timeout_s,
         rendezvous_dir=run_dir / "ray",
         attempt_id=f"{task.job_id}_{task.restart}",
-        dashboard_port=free_port() if cfg.backend.kind.value == "miles" else None,
+        dashboard_port=free_port() if ray_job_api else None,
     )
     if task.rank != 0:
         worker_node(spec, task.rank, run_dir / "logs")
@@ -123,11 +137,15 @@ def _run_head(cfg: Any, spec: RaySpec, run_dir: Path, job_fn: JobFn) -> dict:
     return result
 
 
-class ClusterJob(submitit.helpers.Checkpointable):
-    """The callable submitit pickles: checkpointable, so a requeue re-runs it unchanged."""
+class AllocationTask(submitit.helpers.Checkpointable):
+    """What every task of the allocation runs, and the callable submitit pickles: checkpointable,
+    so a requeue re-runs it unchanged. Arguments as in :func:`run_allocation_task`."""
 
-    def __init__(self, job_fn: JobFn) -> None:
+    def __init__(self, job_fn: JobFn, ray_job_api: bool = False) -> None:
         self.job_fn = job_fn
+        self.ray_job_api = ray_job_api
 
-    def __call__(self, cfg: Any, group: str) -> Optional[dict]:
-        return run_in_allocation(cfg, Path(group), self.job_fn)
+    def __call__(self, cfg: Any, group: str, append_job_id: bool = True) -> Optional[dict]:
+        return run_allocation_task(
+            cfg, Path(group), self.job_fn, ray_job_api=self.ray_job_api, append_job_id=append_job_id
+        )

@@ -1,15 +1,16 @@
-"""One code path from a validated RunConfig to a running job: here, a local subprocess, or Slurm.
+"""One code path from a validated RunConfig to running allocation tasks: here, a local
+subprocess, or Slurm.
 
-``cluster.kind=local`` runs the job body in this process; ``submitit_local`` and ``slurm`` hand
-the very same body (:class:`ClusterJob`) to submitit's LocalExecutor / SlurmExecutor. Several
-configs submitted together become one Slurm job array (``submit_jobs``), which is what sweeps
-build on.
+``cluster.kind=local`` runs the allocation task in this process; ``submitit_local`` and
+``slurm`` hand the very same :class:`AllocationTask` to the executor that :func:`make_executor`
+builds, the one builder of submitit executors: single runs use it here, sweeps use it for their
+job array (``miles_hydra.sweep.variants``). Several configs submitted together become one Slurm
+job array (``submit_jobs``).
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import submitit
 
 from miles_hydra.cluster import rundir
-from miles_hydra.cluster.allocation import ClusterJob, JobFn, run_in_allocation
+from miles_hydra.cluster.allocation import AllocationTask
 from miles_hydra.config.cluster import ClusterConfig, ClusterKind
 from miles_hydra.errors import ClusterError
 
@@ -59,29 +60,13 @@ def slurm_parameters(cluster: ClusterConfig, job_name: str) -> dict[str, Any]:
     return params
 
 
-# SlurmExecutor parameter -> AutoExecutor name (generic names, others get the "slurm_" prefix)
-_AUTO_NAMES = {
-    "job_name": "name",
-    "time": "timeout_min",
-    "nodes": "nodes",
-    "ntasks_per_node": "tasks_per_node",
-    "cpus_per_task": "cpus_per_task",
-    "gpus_per_node": "gpus_per_node",
-}
-
-
-def executor_parameters(cluster: ClusterConfig, job_name: str = "miles_hydra") -> dict[str, Any]:
-    """The same parameters for ``submitit.AutoExecutor(cluster="slurm")`` (pure)."""
-    params = slurm_parameters(cluster, job_name)
-    out = {_AUTO_NAMES.get(key, f"slurm_{key}"): value for key, value in params.items()}
-    if "slurm_mem" in out:
-        out["mem_gb"] = cluster.mem_gb
-        del out["slurm_mem"]
-    return out
-
-
 def make_executor(cluster: ClusterConfig, folder: Path, job_name: str) -> submitit.Executor:
-    """The submitit executor for ``cluster.kind`` (submitit_local or slurm)."""
+    """The submitit executor for ``cluster.kind`` (submitit_local or slurm): the only place one
+    is built, for single runs and sweep arrays alike.
+
+    ``cluster.max_num_requeue`` bounds the requeues after the time limit and ``cluster.python``
+    is the interpreter in the job's command line (None: this process's ``sys.executable``).
+    """
     if cluster.kind is ClusterKind.slurm:
         executor = submitit.SlurmExecutor(
             folder=folder, max_num_timeout=cluster.max_num_requeue, python=cluster.python
@@ -103,22 +88,13 @@ def make_executor(cluster: ClusterConfig, folder: Path, job_name: str) -> submit
     raise ValueError(f"cluster.kind={cluster.kind.value} runs in-process, not through submitit")
 
 
-def sbatch_script(
-    cluster: ClusterConfig, folder: Path, job_name: str, python: str = "python3"
-) -> str:
-    """The sbatch script submitit would write for one job (golden tests, `mode=plan`)."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    command = " ".join(
-        [shlex.quote(python), "-u -m submitit.core._submit", shlex.quote(str(folder))]
-    )
-    return _make_sbatch_string(
-        command=command, folder=str(folder), **slurm_parameters(cluster, job_name)
-    )
+def sbatch_script(executor: submitit.SlurmExecutor) -> str:
+    """The sbatch script ``executor`` writes for a job (golden tests); arrays add ``--array``."""
+    return executor._make_submission_file_text(executor._submitit_command_str, uid="")
 
 
-def submit_jobs(cfgs: Sequence[RunConfig], group: Path, job_fn: JobFn) -> list[submitit.Job]:
-    """Submit one job per config; several become one job array (same cluster settings).
+def submit_jobs(cfgs: Sequence[RunConfig], group: Path, task: AllocationTask) -> list[submitit.Job]:
+    """Submit ``task`` once per config; several become one job array (same cluster settings).
 
     Every job gets its own run directory ``<group>/<job id>`` (array tasks: ``<id>_<index>``).
     """
@@ -129,11 +105,10 @@ def submit_jobs(cfgs: Sequence[RunConfig], group: Path, job_fn: JobFn) -> list[s
         raise ClusterError("all configs of one array must share the same cluster settings")
     group.mkdir(parents=True, exist_ok=True)
     executor = make_executor(cluster, group / ".submitit" / "%j", f"mh_{cfgs[0].experiment_name}")
-    job = ClusterJob(job_fn)
     if len(cfgs) == 1:
-        return [executor.submit(job, cfgs[0], str(group))]
+        return [executor.submit(task, cfgs[0], str(group))]
     with executor.batch():
-        futures = [executor.submit(job, cfg, str(group)) for cfg in cfgs]
+        futures = [executor.submit(task, cfg, str(group)) for cfg in cfgs]
     return list(futures)
 
 
@@ -152,8 +127,8 @@ def wait_for(job: submitit.Job) -> dict:
     return result
 
 
-def submit_run(cfg: RunConfig, run_dir: Optional[Path], job_fn: JobFn) -> Optional[dict]:
-    """Run or submit one job; wait for it (``cluster.wait``) and return its final metrics.
+def submit_run(cfg: RunConfig, run_dir: Optional[Path], task: AllocationTask) -> Optional[dict]:
+    """Run ``task`` here or submit it; wait (``cluster.wait``) and return its final metrics.
 
     Returns None when ``cluster.wait=false`` (the job id and run dir are printed).
 
@@ -163,9 +138,9 @@ def submit_run(cfg: RunConfig, run_dir: Optional[Path], job_fn: JobFn) -> Option
     group = run_dir or rundir.group_dir(cfg.output_root, cfg.experiment_name)
     cluster = cfg.cluster
     if cluster.kind is ClusterKind.local:
-        result = run_in_allocation(cfg, group, job_fn)
+        result = task(cfg, str(group))
     else:
-        (job,) = submit_jobs([cfg], group, job_fn)
+        (job,) = submit_jobs([cfg], group, task)
         print(
             f"miles_hydra: submitted job {job.job_id} ({cluster.kind.value}); "
             f"run dir {rundir.job_run_dir(group, job.job_id)}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from miles_hydra.errors import ConfigError
 
@@ -18,10 +18,10 @@ class AdvantageEstimator(enum.Enum):
 
 
 class KLType(enum.Enum):
-    k1 = "k1"
-    k2 = "k2"
-    k3 = "k3"
-    low_var_kl = "low_var_kl"
+    k1 = "k1"  # log ratio
+    k2 = "k2"  # squared log ratio / 2
+    k3 = "k3"  # Schulman k3, non-negative
+    low_var_kl = "low_var_kl"  # k3 with clamps (miles' default estimator)
 
 
 class CorrectionKind(enum.Enum):
@@ -32,9 +32,9 @@ class CorrectionKind(enum.Enum):
 
 
 class CorrectionLevel(enum.Enum):
-    token = "token"
-    sequence = "sequence"
-    geometric = "geometric"
+    token = "token"  # one ratio per token (biased, low variance)
+    sequence = "sequence"  # product of the sample's ratios (unbiased, high variance)
+    geometric = "geometric"  # geometric mean of the sample's ratios (length-invariant)
 
 
 class CorrectionMode(enum.Enum):
@@ -51,6 +51,12 @@ class LossAggregation(enum.Enum):
 class Optimizer(enum.Enum):
     adam = "adam"
     sgd = "sgd"
+
+
+class LRDecayStyle(enum.Enum):
+    constant = "constant"  # algorithm.lr after the warm-up
+    linear = "linear"  # linear decay to min_lr at the last step
+    cosine = "cosine"  # half-cosine decay to min_lr at the last step
 
 
 @dataclass
@@ -71,9 +77,38 @@ class CorrectionConfig:
 
     @property
     def lower_bound(self) -> float:
+        """IS lower bound: ``lower``, else 0 for tis and ``1 / upper`` for mis/icepop."""
         if self.lower is not None:
             return self.lower
         return 0.0 if self.kind is CorrectionKind.tis else 1.0 / self.upper
+
+    @property
+    def rs_ratio_level(self) -> CorrectionLevel:
+        """Level of the rejection-sampling ratio: ``rs_level``, else ``level``."""
+        return self.level if self.rs_level is None else self.rs_level
+
+    @property
+    def rs_bounds(self) -> tuple[float, float]:
+        """Rejection-sampling bounds, each defaulting to its IS counterpart (miles' mis.py)."""
+        low = self.lower_bound if self.rs_lower is None else self.rs_lower
+        high = self.upper if self.rs_upper is None else self.rs_upper
+        return low, high
+
+    def mis_settings(self) -> dict[str, Any]:
+        """The keys miles' mis.py reads from its args (``--custom-config-path``), in its names."""
+        return {
+            "use_tis": True,
+            "use_rs": self.use_rs,
+            "tis_level": self.level.value,
+            "rs_level": self.rs_ratio_level.value,
+            "tis_mode": self.mode.value,
+            "tis_lower_bound": self.lower_bound,
+            "tis_upper_bound": self.upper,
+            "rs_lower_bound": self.rs_lower,
+            "rs_upper_bound": self.rs_upper,
+            "rs_veto_threshold": self.rs_veto_threshold,
+            "tis_batch_normalize": self.batch_normalize,
+        }
 
     def validate(self) -> None:
         if self.kind is CorrectionKind.none:
@@ -93,17 +128,8 @@ class CorrectionConfig:
                 "is below 1: TIS would down-weight every on-policy token",
                 "use a value >= 1, e.g. 2.0",
             )
-        if (
-            self.kind is CorrectionKind.mis
-            and self.batch_normalize
-            and self.level is CorrectionLevel.geometric
-        ):
-            raise ConfigError(
-                "algorithm.correction.batch_normalize",
-                True,
-                "is not defined for level=geometric (miles' mis.py refuses it)",
-                "set algorithm.correction.batch_normalize=false or level=token|sequence",
-            )
+        if self.kind is CorrectionKind.mis:
+            self._validate_mis()
         mis_only = ("use_rs", "batch_normalize", "rs_veto_threshold", "rs_level")
         if self.kind is not CorrectionKind.mis:
             for key in mis_only:
@@ -115,10 +141,37 @@ class CorrectionConfig:
                         "set algorithm.correction.kind=mis or drop the key",
                     )
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def _validate_mis(self) -> None:
+        """What miles' mis.py asserts, checked before anything runs."""
+        if self.batch_normalize and self.level is CorrectionLevel.geometric:
+            raise ConfigError(
+                "algorithm.correction.batch_normalize",
+                True,
+                "is not defined for level=geometric (miles' mis.py refuses it)",
+                "set algorithm.correction.batch_normalize=false or level=token|sequence",
+            )
+        if self.mode is not CorrectionMode.truncate and self.lower_bound >= self.upper:
+            raise ConfigError(
+                "algorithm.correction.lower",
+                self.lower_bound,
+                f"must be below algorithm.correction.upper={self.upper} for mode={self.mode.value}",
+                "lower it, or raise algorithm.correction.upper above 1",
+            )
+        low, high = self.rs_bounds
+        if self.use_rs and low >= high:
+            raise ConfigError(
+                "algorithm.correction.rs_lower",
+                low,
+                f"must be below the rejection-sampling upper bound {high}",
+                "set algorithm.correction.rs_lower / rs_upper so that lower < upper",
+            )
+
 
 @dataclass
 class AlgorithmConfig:
-    name: str = "grpo"  # preset name
     advantage_estimator: AdvantageEstimator = AdvantageEstimator.grpo  # how advantages are formed
     rewards_normalization: bool = (
         True  # subtract the group mean of rewards (grpo/gspo/rpp_baseline)
@@ -146,7 +199,7 @@ class AlgorithmConfig:
     optimizer: Optimizer = Optimizer.adam  # optimizer
     lr: float = 1e-6  # learning rate
     min_lr: float = 0.0  # floor of the LR schedule
-    lr_decay_style: str = "constant"  # constant | linear | cosine
+    lr_decay_style: LRDecayStyle = LRDecayStyle.constant  # LR schedule after the warm-up
     lr_warmup_iters: int = 0  # linear warm-up steps
     weight_decay: float = 0.1  # decoupled weight decay
     adam_beta1: float = 0.9  # Adam beta1
@@ -156,10 +209,12 @@ class AlgorithmConfig:
 
     @property
     def uses_reference(self) -> bool:
+        """A frozen reference policy is needed (KL loss or KL reward penalty)."""
         return self.use_kl_loss or self.kl_coef != 0.0
 
     @property
     def clip_high(self) -> float:
+        """PPO upper clip: ``eps_clip_high``, else ``eps_clip``."""
         return self.eps_clip if self.eps_clip_high is None else self.eps_clip_high
 
     def validate(self) -> None:
@@ -178,13 +233,6 @@ class AlgorithmConfig:
             )
         if self.lr <= 0:
             raise ConfigError("algorithm.lr", self.lr, "must be > 0", "e.g. 1e-6")
-        if self.lr_decay_style not in ("constant", "linear", "cosine"):
-            raise ConfigError(
-                "algorithm.lr_decay_style",
-                self.lr_decay_style,
-                "is not a schedule",
-                "use constant, linear or cosine",
-            )
         if self.kl_coef != 0.0 and self.kl_loss_coef != 0.0:
             raise ConfigError(
                 "algorithm.kl_coef",

@@ -22,17 +22,18 @@ class Device(enum.Enum):
 
 @dataclass
 class BackendConfig:
-    name: str = "local"  # preset name
     kind: BackendKind = BackendKind.local  # engine
     # --- local ---
     device: Device = Device.auto  # where the local engine runs
     num_engines: int = 1  # local rollout engines (Ray actors)
     num_threads: Optional[int] = None  # torch threads per local actor; None = torch's default
-    # CUDA decode step: replay as CUDA graphs / torch.compile the whole step first (~20-30 s
-    # once per slot count, 1.6-2.8x faster steps); None = env MILES_ROLLOUT_CUDA_GRAPHS /
-    # MILES_ROLLOUT_COMPILE (on / off)
-    rollout_cuda_graphs: Optional[bool] = None  # CUDA graphs for the decode step
-    rollout_compile: Optional[bool] = None  # torch.compile the decode step before capture
+    # Decoding (local engine). The batched loop runs all slots through one fixed-shape step
+    # (rollout/decode.py); R3 recording always uses the per-slot loop. Compiling costs ~20-30 s
+    # once per slot count, then 1.6-2.8x faster steps.
+    rollout_batched: Optional[bool] = None  # batched loop, not per-slot; None = on CUDA only
+    rollout_cuda_graphs: bool = True  # replay the batched step as CUDA graphs (CUDA only)
+    rollout_compile: bool = False  # torch.compile the whole batched step before capture
+    rollout_attn_kernel: bool = True  # Triton decode attention (CUDA); false = SDPA, kv buckets
     # --- miles ---
     miles_root: str = "/root/miles"  # miles checkout inside the image (train.py lives here)
     megatron_path: str = "/root/Megatron-LM"  # Megatron-LM fork inside the image (PYTHONPATH)

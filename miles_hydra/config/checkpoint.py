@@ -10,7 +10,6 @@ from miles_hydra.errors import ConfigError
 
 @dataclass
 class CheckpointConfig:
-    name: str = "default"  # preset name
     load: Optional[str] = None  # resume from here; None = <run_dir>/checkpoints
     save: Optional[str] = None  # save here; None = <run_dir>/checkpoints
     ref_load: Optional[str] = None  # reference weights (Megatron torch_dist dir for miles)

@@ -20,7 +20,6 @@ class ClusterKind(enum.Enum):
 
 @dataclass
 class ClusterConfig:
-    name: str = "local"  # preset name
     kind: ClusterKind = ClusterKind.local  # where the job body runs
     partition: Optional[str] = None  # sbatch --partition; None = the cluster's default partition
     account: Optional[str] = None  # sbatch --account

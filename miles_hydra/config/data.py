@@ -16,7 +16,6 @@ class DataSource(enum.Enum):
 
 @dataclass
 class DataConfig:
-    name: str = "arithmetic"  # preset name
     source: DataSource = DataSource.synthetic  # synthetic task or prompt file
     task: str = "arithmetic"  # synthetic task: arithmetic | countdown | sorting
     task_kwargs: dict[str, Any] = field(default_factory=dict)  # task knobs (digits, lengths, ...)

@@ -14,24 +14,22 @@ class Tracker(enum.Enum):
     wandb = "wandb"  # also Weights & Biases
 
 
+class WandbMode(enum.Enum):
+    online = "online"  # sync to the W&B server (needs WANDB_API_KEY)
+    offline = "offline"  # write runs locally; `wandb sync` them later
+    disabled = "disabled"  # no W&B at all (wandb calls become no-ops)
+
+
 @dataclass
 class LoggingConfig:
-    name: str = "none"  # preset name
     tracker: Tracker = Tracker.none  # experiment tracker
     wandb_project: Optional[str] = None  # W&B project
     wandb_entity: Optional[str] = None  # W&B team
     wandb_group: Optional[str] = None  # W&B group; None = the sweep id or experiment name
-    wandb_mode: str = "offline"  # online | offline | disabled (online needs WANDB_API_KEY)
+    wandb_mode: WandbMode = WandbMode.offline  # W&B mode (online needs WANDB_API_KEY)
     progress_bar: bool = True  # console progress bar with the key numbers
 
     def validate(self) -> None:
-        if self.wandb_mode not in ("online", "offline", "disabled"):
-            raise ConfigError(
-                "logging.wandb_mode",
-                self.wandb_mode,
-                "is not a W&B mode",
-                "use online, offline or disabled",
-            )
         if self.tracker is Tracker.wandb and not self.wandb_project:
             raise ConfigError(
                 "logging.wandb_project",

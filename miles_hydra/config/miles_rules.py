@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from miles_hydra.config.algorithm import CorrectionKind
 from miles_hydra.config.data import DataSource
+from miles_hydra.config.reward import RewardType
 from miles_hydra.errors import ConfigError
 from miles_hydra.tasks.synthetic import build_task
 
@@ -19,9 +20,16 @@ if TYPE_CHECKING:
 # Secrets reach the job only through the environment of the processes that run it.
 SECRET_ENV_KEYS = ("WANDB_API_KEY",)
 # miles' built-in reward functions that our reward.rm_type names map onto one-to-one.
-MILES_RM_TYPES = ("math", "dapo", "deepscaler", "f1", "gpqa", "remote_rm")
+MILES_RM_TYPES = (
+    RewardType.math,
+    RewardType.dapo,
+    RewardType.deepscaler,
+    RewardType.f1,
+    RewardType.gpqa,
+    RewardType.remote_rm,
+)
 # Ours, run inside miles through --custom-rm-path (miles_hydra.backends.miles.rewards).
-OUR_RM_TYPES = ("task", "custom")
+OUR_RM_TYPES = (RewardType.task, RewardType.custom)
 
 
 def validate_for_miles(cfg: RunConfig) -> None:
@@ -60,24 +68,25 @@ def _check_reward(cfg: RunConfig) -> None:
     if rm_type not in (*MILES_RM_TYPES, *OUR_RM_TYPES):
         raise ConfigError(
             "reward.rm_type",
-            rm_type,
+            rm_type.value,
             "has no miles equivalent",
-            f"use one of {', '.join(MILES_RM_TYPES)}, reward=task (synthetic data) or reward=custom",
+            f"use one of {', '.join(t.value for t in MILES_RM_TYPES)}, reward=task (synthetic "
+            "data) or reward=custom",
         )
     if d.source is DataSource.synthetic:
         build_task(d.task, d.task_kwargs)  # unknown task or knobs: ConfigError now, not in the job
         if rm_type not in OUR_RM_TYPES:
             raise ConfigError(
                 "reward.rm_type",
-                rm_type,
+                rm_type.value,
                 f"cannot score the synthetic task {d.task} on backend=miles (its labels carry "
                 "the task, which miles' built-in reward functions do not read)",
                 "use reward=task (the task's verifier) or reward=custom",
             )
-    elif rm_type == "task":
+    elif rm_type is RewardType.task:
         raise ConfigError(
             "reward.rm_type",
-            rm_type,
+            rm_type.value,
             f"needs a synthetic task, but data.source={d.source.value}",
             "use reward=math (or another miles reward type) or reward=custom for prompt files",
         )

@@ -31,9 +31,17 @@ class RouterScore(enum.Enum):
     sigmoid = "sigmoid"
 
 
+class LoadBalancing(enum.Enum):
+    """Megatron --moe-router-load-balancing-type."""
+
+    aux_loss = "aux_loss"  # per-micro-batch auxiliary loss
+    seq_aux_loss = "seq_aux_loss"  # per-sequence auxiliary loss (DeepSeek-V3, GLM-4.5)
+    none = "none"  # no load-balancing loss
+
+
 @dataclass
 class ModelConfig:
-    name: str = "tiny_dense"  # preset name, used in run names and golden files
+    name: str = "tiny_dense"  # preset name, for error messages ("model=tiny_dense is dense")
     family: ModelFamily = ModelFamily.qwen3  # HF architecture family
     megatron_model_type: Optional[str] = None  # miles scripts/models name, e.g. "qwen3-4B"
     hf_checkpoint: Optional[str] = (
@@ -72,7 +80,7 @@ class ModelConfig:
     moe_router_topk_scaling_factor: Optional[float] = None  # routed score scale (DeepSeek 2.5)
     moe_router_num_groups: Optional[int] = None  # group-limited routing: number of groups
     moe_router_group_topk: Optional[int] = None  # group-limited routing: groups kept
-    moe_router_load_balancing_type: str = "aux_loss"  # aux_loss | seq_aux_loss | none
+    moe_router_load_balancing_type: LoadBalancing = LoadBalancing.aux_loss  # load-balancing loss
     moe_aux_loss_coeff: float = 0.0  # load-balancing loss coefficient
     # --- Multi-latent attention (DeepSeek) ---
     multi_latent_attention: bool = False  # MLA instead of GQA

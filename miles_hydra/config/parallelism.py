@@ -10,7 +10,6 @@ from miles_hydra.errors import ConfigError
 
 @dataclass
 class ParallelismConfig:
-    name: str = "single"  # preset name
     tensor_model_parallel_size: int = 1  # Megatron TP
     pipeline_model_parallel_size: int = 1  # Megatron PP
     # uneven pipeline: decoder layers on the first / last PP stage (None = an even split); the

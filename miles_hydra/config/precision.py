@@ -23,7 +23,6 @@ class DType(enum.Enum):
 
 @dataclass
 class PrecisionConfig:
-    name: str = "fp32"  # preset name
     mode: PrecisionMode = PrecisionMode.fp32  # training precision recipe
     train_dtype: DType = DType.float32  # parameter/compute dtype of the local trainer
     rollout_dtype: DType = DType.float32  # dtype of the local rollout engine's weights

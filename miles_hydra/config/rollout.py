@@ -10,7 +10,6 @@ from miles_hydra.errors import ConfigError
 
 @dataclass
 class RolloutConfig:
-    name: str = "default"  # preset name
     num_rollout: int = 20  # rollout/train iterations of the run
     rollout_batch_size: int = 8  # prompts per rollout
     n_samples_per_prompt: int = 4  # responses sampled per prompt (the GRPO group size)

@@ -18,11 +18,12 @@ class SpecMode(enum.Enum):
 
 @dataclass
 class SpeculativeConfig:
-    name: str = "none"  # preset name
     mode: SpecMode = SpecMode.none  # draft source and whether it is trained
+    # backend=local drafts a greedy MTP chain: with speculation on it refuses non-default values
+    # of the three SGLang knobs algorithm, eagle_topk, num_draft_tokens (validate.py)
     algorithm: str = "EAGLE"  # SGLang --speculative-algorithm (MTP drafts run as EAGLE)
     num_steps: int = 2  # draft tokens proposed per verification step
-    eagle_topk: int = 1  # draft branching factor (1 = a chain)
+    eagle_topk: int = 1  # draft branching factor (1 = a chain; > 1, a tree, on miles only)
     num_draft_tokens: Optional[int] = None  # tokens verified per step; None = num_steps + 1
     draft_model_path: Optional[str] = None  # external draft checkpoint (mode=eagle)
     mtp_num_layers: int = 1  # draft head layers (mtp, mtp_online)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from miles_hydra.config.algorithm import AdvantageEstimator
 from miles_hydra.config.backend import BackendKind
+from miles_hydra.config.cluster import ClusterKind
+from miles_hydra.config.data import DataSource
 from miles_hydra.config.layout import gpu_breakdown, total_gpus
 from miles_hydra.config.miles_rules import validate_for_miles
 from miles_hydra.config.model import ModelFamily, _divisors
 from miles_hydra.config.precision import PrecisionMode
-from miles_hydra.config.speculative import SpecMode
+from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
 from miles_hydra.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -135,7 +138,7 @@ def _check_algorithm(cfg: RunConfig) -> None:
         )
     if (
         cfg.rollout.n_samples_per_prompt == 1
-        and a.advantage_estimator.value in ("grpo", "gspo")
+        and a.advantage_estimator in (AdvantageEstimator.grpo, AdvantageEstimator.gspo)
         and a.rewards_normalization
     ):
         raise ConfigError(
@@ -162,7 +165,7 @@ def _check_precision(cfg: RunConfig) -> None:
 def _check_resources(cfg: RunConfig) -> None:
     """GPUs must add up: the job's allocation must hold the training and rollout GPUs."""
     c, p = cfg.cluster, cfg.parallelism
-    if cfg.backend.kind is not BackendKind.miles or c.kind.value != "slurm":
+    if cfg.backend.kind is not BackendKind.miles or c.kind is not ClusterKind.slurm:
         return
     if p.actor_num_nodes > c.nodes:
         raise ConfigError(
@@ -203,7 +206,8 @@ def _check_local_backend(cfg: RunConfig) -> None:
     if p.actor_world_size != 1 or p.model_parallel_size != 1 or p.expert_model_parallel_size != 1:
         raise ConfigError(
             "parallelism",
-            p.name,
+            f"tp{p.tensor_model_parallel_size}/pp{p.pipeline_model_parallel_size}/"
+            f"cp{p.context_parallel_size}/ep{p.expert_model_parallel_size}",
             f"asks for {p.actor_world_size} training GPUs with TP/PP/CP/EP; backend=local trains "
             "on one device",
             "use parallelism=single, or add backend=miles",
@@ -221,6 +225,39 @@ def _check_local_backend(cfg: RunConfig) -> None:
             "eagle",
             "needs an external EAGLE draft; backend=local trains its own",
             "use speculative=mtp or mtp_online with backend=local",
+        )
+    _check_local_drafts(cfg.speculative)
+
+
+def _check_local_drafts(s: SpeculativeConfig) -> None:
+    """The local engine drafts a greedy chain of ``num_steps`` tokens with its MTP head and
+    verifies ``num_steps + 1``; the SGLang draft knobs have nothing to act on there."""
+    if not s.enabled:
+        return
+    default = SpeculativeConfig()
+    if s.algorithm != default.algorithm:
+        raise ConfigError(
+            "speculative.algorithm",
+            s.algorithm,
+            "picks SGLang's speculative algorithm; backend=local has one: its MTP head drafts "
+            "a greedy chain",
+            f"leave speculative.algorithm={default.algorithm}, or add backend=miles",
+        )
+    if s.eagle_topk != default.eagle_topk:
+        raise ConfigError(
+            "speculative.eagle_topk",
+            s.eagle_topk,
+            "asks for tree drafts; backend=local drafts a chain: eagle_topk must be 1",
+            "set speculative.eagle_topk=1, or use backend=miles for tree drafts",
+        )
+    if s.num_draft_tokens is not None:
+        raise ConfigError(
+            "speculative.num_draft_tokens",
+            s.num_draft_tokens,
+            f"is SGLang's tree size; backend=local verifies a chain of speculative.num_steps + 1 "
+            f"= {s.num_steps + 1} tokens per step",
+            "leave speculative.num_draft_tokens null (set speculative.num_steps), or add "
+            "backend=miles",
         )
 
 
@@ -240,7 +277,7 @@ def _check_miles_backend(cfg: RunConfig) -> None:
             "is required by backend=miles: Megatron loads torch_dist weights",
             "convert with miles tools/convert_hf_to_torch_dist.py and set checkpoint.ref_load=<dir>",
         )
-    if cfg.data.source.value == "file" and not cfg.data.prompt_data:
+    if cfg.data.source is DataSource.file and not cfg.data.prompt_data:
         raise ConfigError("data.prompt_data", None, "is required", "set data.prompt_data=<file>")
     if cfg.precision.mode is PrecisionMode.fp32:
         raise ConfigError(

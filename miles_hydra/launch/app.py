@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> float | None:
 
 def _run(run: RunConfig) -> float | None:
     from miles_hydra.launch.plan import advisories
-    from miles_hydra.launch.run import objective, run_tracked, submit
+    from miles_hydra.launch.run import launch_run, run_sweep_variant
 
     for advice in advisories(run):
         log.warning(advice)
@@ -46,8 +46,5 @@ def _run(run: RunConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
     if os.environ.get(IN_JOB_ENV) and run_dir is not None:
         # A sweep variant, already placed by the launcher (a Slurm array task, or here).
-        from miles_hydra.cluster.allocation import run_in_allocation
-
-        result = run_in_allocation(run, run_dir, run_tracked, append_job_id=False)
-        return None if result is None else objective(run, result)
-    return submit(run, run_dir)
+        return run_sweep_variant(run, run_dir)
+    return launch_run(run, run_dir)

@@ -12,7 +12,7 @@ from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import Optimizer
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.config.layout import pipeline_stage_layers
-from miles_hydra.config.precision import PrecisionMode
+from miles_hydra.config.precision import DType, PrecisionMode
 
 GIB = 1024**3
 DEFAULT_CARD_GB = 80.0  # NVIDIA H100 80GB (80 GiB HBM3), assumed when the cluster does not say
@@ -112,7 +112,7 @@ def _rollout_bytes(run: RunConfig) -> tuple[float, float]:
     if mode is PrecisionMode.int4_qat:
         return 2.0, 0.5  # W4A16 routed experts
     if run.backend.kind is BackendKind.local:
-        return (4.0, 4.0) if run.precision.rollout_dtype.value == "float32" else (2.0, 2.0)
+        return (4.0, 4.0) if run.precision.rollout_dtype is DType.float32 else (2.0, 2.0)
     return 2.0, 2.0
 
 

@@ -1,4 +1,13 @@
-"""The job: what runs on the allocation (or this machine) once the config is valid."""
+"""What a run does, and how the launcher hands it to the cluster.
+
+- :func:`run_with_status` is the *job function*: the configured backend in the run directory,
+  with ``status.json`` kept current; it runs on node 0 once Ray is up.
+- :func:`allocation_task` wraps it into the :class:`AllocationTask` every task of the allocation
+  runs (``miles_hydra.cluster.allocation``), saying what this backend needs from Ray.
+- :func:`launch_run` hands a single run to the configured cluster (here, submitit, Slurm);
+  :func:`run_sweep_variant` runs a sweep variant the sweep launcher already placed.
+- :func:`objective_value` is the number a sweeper optimizes.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from miles_hydra.cluster.allocation import AllocationTask
+from miles_hydra.cluster.submit import submit_run
 from miles_hydra.config import RunConfig
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.sweep.manifest import write_status
@@ -15,7 +26,7 @@ from miles_hydra.sweep.manifest import write_status
 log = logging.getLogger(__name__)
 
 
-def run_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+def run_backend(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Run the configured backend in ``run_dir``; return its final metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.backend.kind is BackendKind.local:
@@ -27,11 +38,11 @@ def run_job(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     return run_miles(cfg, run_dir)
 
 
-def run_tracked(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """run_job with ``status.json`` kept current (read by the sweep report)."""
+def run_with_status(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """run_backend with ``status.json`` kept current (read by the sweep report)."""
     write_status(run_dir, "running")
     try:
-        result = run_job(cfg, run_dir)
+        result = run_backend(cfg, run_dir)
     except BaseException as exc:
         write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
         log.debug(traceback.format_exc())
@@ -40,7 +51,15 @@ def run_tracked(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def objective(cfg: RunConfig, metrics: dict[str, Any]) -> float | None:
+def allocation_task(cfg: RunConfig) -> AllocationTask:
+    """What every task of ``cfg``'s allocation runs: Ray, then :func:`run_with_status` on node 0.
+
+    miles submits its trainer with ``ray job submit``, so its Ray head serves the job API.
+    """
+    return AllocationTask(run_with_status, ray_job_api=cfg.backend.kind is BackendKind.miles)
+
+
+def objective_value(cfg: RunConfig, metrics: dict[str, Any]) -> float | None:
     """The number a sweeper optimizes: ``objective_metric``, else the first eval/* metric."""
     key = cfg.objective_metric
     if key is None:
@@ -54,9 +73,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def submit(cfg: RunConfig, run_dir: Path | None) -> float | None:
+def launch_run(cfg: RunConfig, run_dir: Path | None) -> float | None:
     """Hand a single run to the configured cluster; return its objective."""
-    from miles_hydra.cluster.submit import submit_run
+    metrics = submit_run(cfg, run_dir, allocation_task(cfg))
+    return None if metrics is None else objective_value(cfg, metrics)
 
-    metrics = submit_run(cfg, run_dir, run_tracked)
-    return None if metrics is None else objective(cfg, metrics)
+
+def run_sweep_variant(cfg: RunConfig, run_dir: Path) -> float | None:
+    """Run a sweep variant in this allocation task (a Slurm array task, or here), in the run
+    directory the sweep launcher chose; return its objective (None on tasks other than 0)."""
+    metrics = allocation_task(cfg)(cfg, str(run_dir), append_job_id=False)
+    return None if metrics is None else objective_value(cfg, metrics)

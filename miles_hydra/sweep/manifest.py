@@ -34,7 +34,7 @@ class Manifest:
     swept: list[str]  # keys that differ between variants
     variants: list[Variant] = field(default_factory=list)  # every submitted variant
     created: float = field(default_factory=time.time)  # unix time of submission
-    scheduler: str = "local"  # local | slurm
+    scheduler: str = "local"  # cluster.kind of the variants: local | submitit_local | slurm
     array_job_id: str | None = None  # the Slurm array's job id
 
     def write(self, sweep_dir: Path) -> None:

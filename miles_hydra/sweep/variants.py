@@ -1,18 +1,23 @@
-"""Validate every variant of a multirun before anything starts, and lay the sweep out."""
+"""Validate every variant of a multirun before anything starts, lay the sweep out, and submit
+it to Slurm as one job array through the executor builder of single runs."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import submitit
 from omegaconf import DictConfig
 
+from miles_hydra.cluster.submit import make_executor
 from miles_hydra.config import RunConfig, materialize
 from miles_hydra.errors import ConfigError, MilesHydraError
 from miles_hydra.sweep.manifest import Manifest, Variant, swept_keys
+
+ARRAY_JOB_NAME = "miles_hydra"  # Slurm job name of a sweep's job array
 
 
 class SweepValidationError(MilesHydraError):
@@ -24,8 +29,8 @@ class SweepPlan:
     manifest: Manifest  # written before anything runs
     nums: list[int]  # variant numbers, in launch order
     runs: list[RunConfig]  # each variant, validated
-    scheduler: str  # local | slurm
-    slurm_parameters: dict[str, Any] = field(default_factory=dict)  # submitit parameters
+    scheduler: str  # local | submitit_local | slurm (cluster.kind of every variant)
+    sweep_dir: Path  # holds the manifest and one run directory per variant
 
 
 def plan_sweep(
@@ -66,17 +71,25 @@ def plan_sweep(
     ]
     manifest.swept = swept_keys([v.overrides for v in manifest.variants])
     manifest.write(sweep_dir)
-    params = slurm_parameters(runs[0]) if scheduler == "slurm" else {}
-    return SweepPlan(manifest, nums, runs, scheduler, params)
+    return SweepPlan(manifest, nums, runs, scheduler, sweep_dir)
 
 
-def slurm_parameters(run: RunConfig) -> dict[str, Any]:
-    """submitit parameters of one array task from the variant's ``cluster`` group."""
-    from miles_hydra.cluster.submit import executor_parameters
+def array_executor(plan: SweepPlan, folder: Path) -> submitit.Executor:
+    """The executor of the sweep's job array, built like a single run's (same sbatch parameters,
+    ``cluster.array_parallelism``, ``cluster.max_num_requeue``, ``cluster.python``)."""
+    return make_executor(plan.runs[0].cluster, folder, ARRAY_JOB_NAME)
 
-    params = executor_parameters(run.cluster)
-    params["slurm_array_parallelism"] = run.cluster.array_parallelism
-    return params
+
+def submit_array(
+    plan: SweepPlan, fn: Callable[..., Any], calls: Sequence[Sequence[Any]], folder: Path
+) -> list[submitit.Job]:
+    """Submit ``fn(*call)`` for every variant as ONE Slurm job array (one sbatch call); record
+    the array's job id in the manifest. ``fn`` requeues a variant through its ``checkpoint()``."""
+    executor = array_executor(plan, folder)
+    jobs = executor.map_array(fn, *zip(*calls))
+    plan.manifest.array_job_id = jobs[0].job_id.split("_")[0] if jobs else None
+    plan.manifest.write(plan.sweep_dir)
+    return jobs
 
 
 def _existing_or_new_manifest(sweep_dir: Path, run: RunConfig, scheduler: str) -> Manifest:

@@ -1,6 +1,8 @@
-"""Data for the local engine: tokenizers, synthetic tasks, prompt files and prompt sources.
+"""Tasks shared by both backends: tokenizers, synthetic tasks, prompt files, prompt sources and
+rewards. The local engine samples and scores with them; backend=miles writes the same synthetic
+prompts to JSONL and scores them with the same reward functions inside miles.
 
-Typical use (driver / trainer)::
+Typical use (the local loop)::
 
     tokenizer = build_tokenizer(cfg.model)                    # char (53 ids) or local HF / GGUF
     source = build_prompt_source(cfg.data, tokenizer, cfg.seed, cfg.rollout.rollout_max_prompt_len,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from miles_hydra.config.reward import RewardType
 from miles_hydra.errors import ConfigError, RewardError
 from miles_hydra.tasks.source import Prompt
 from miles_hydra.tasks.synthetic import build_task
@@ -127,14 +128,17 @@ def _is_synthetic(data_cfg: Any, task: str) -> bool:
 
 
 def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
-    """``reward(prompt, response) -> float`` for reward.rm_type (task|math|exact_match|custom)."""
-    rm_type = reward_cfg.rm_type
-    if rm_type == "task":
+    """``reward(prompt, response) -> float`` for reward.rm_type (task|math|exact_match|custom).
+
+    ``reward_cfg.rm_type`` is a RewardType or its value (miles' reward hook passes a namespace).
+    """
+    rm_type = RewardType(reward_cfg.rm_type)
+    if rm_type is RewardType.task:
         source = getattr(data_cfg.source, "value", data_cfg.source)
         if source != "synthetic":
             raise ConfigError(
                 "reward.rm_type",
-                rm_type,
+                rm_type.value,
                 f"needs a synthetic task, but data.source={source}",
                 "use reward=math, reward.rm_type=exact_match or reward=custom for prompt files",
             )
@@ -142,18 +146,20 @@ def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
         return checked(
             f"task:{task.name}", lambda _text, response, label: task.verify(response, label)
         )
-    if rm_type in ("math", "exact_match") and _is_synthetic(data_cfg, "countdown"):
+    if rm_type in (RewardType.math, RewardType.exact_match) and _is_synthetic(
+        data_cfg, "countdown"
+    ):
         raise ConfigError(
             "reward.rm_type",
-            rm_type,
+            rm_type.value,
             "cannot score data.task=countdown: its label is the numbers and target, not an answer",
             "use reward=task",
         )
-    if rm_type == "math":
+    if rm_type is RewardType.math:
         return checked("math", math_reward)
-    if rm_type == "exact_match":
+    if rm_type is RewardType.exact_match:
         return checked("exact_match", exact_match_reward)
-    if rm_type == "custom":
+    if rm_type is RewardType.custom:
         path = reward_cfg.custom_rm_path
         if not path:
             raise ConfigError(
@@ -164,5 +170,8 @@ def build_reward_fn(reward_cfg: Any, data_cfg: Any) -> RewardFn:
             )
         return checked(path, load_custom_reward(path))
     raise ConfigError(
-        "reward.rm_type", rm_type, "is not a reward type", "use task, math, exact_match or custom"
+        "reward.rm_type",
+        rm_type.value,
+        "is one of miles' reward functions; backend=local scores task, math, exact_match or custom",
+        "use one of those, or backend=miles",
     )

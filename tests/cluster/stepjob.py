@@ -18,7 +18,8 @@ from miles_hydra.cluster import preemption
 
 
 class StepJob:
-    """``run_job`` stand-in: ``num_steps`` steps of ``step_s`` seconds, resumable."""
+    """Job function stand-in (``run_with_status``): ``num_steps`` steps of ``step_s`` seconds,
+    resumable."""
 
     def __init__(self, num_steps: int, step_s: float = 0.2, use_ray: bool = True) -> None:
         self.num_steps = num_steps

@@ -15,23 +15,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from support.slurmenv import no_ray_dirs_left, slurm_only, wait_for_state
+from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.backends.local.metrics import read_records
 
-TINY = [  # the default task and algorithm on a smaller model, no warm-start, no eval
-    "model.hidden_size=32",
-    "model.ffn_hidden_size=64",
-    "model.num_attention_heads=2",
-    "model.num_query_groups=1",
-    "model.kv_channels=16",
-    "rollout.rollout_batch_size=4",
-    "rollout.n_samples_per_prompt=2",
-    "rollout.rollout_max_response_len=6",
-    "rollout.eval_interval=null",
-    "data.warmup_sft_steps=0",
-    "backend.device=cpu",
-    "logging.progress_bar=false",
-]
+TINY = TINY_BARE_RUN
 SLURM = ["cluster=slurm", "cluster.mem_gb=6", "cluster.ray_startup_timeout_s=120"]
 
 

@@ -1,6 +1,6 @@
 """Real jobs on the single-node Slurm of this machine (scripts/slurm_single_node.sh up).
 
-Every job runs the real path: submitit -> sbatch -> srun -> job body -> Ray across the
+Every job runs the real path: submitit -> sbatch -> srun -> allocation task -> Ray across the
 allocation -> the job function. The job function is ``stepjob.StepJob``, a small resumable step
 counter that polls the preemption flag like the engine does.
 """
@@ -48,7 +48,9 @@ def _run_cfg(tmp_path: Path, *overrides: str):
 def test_two_variants_run_as_one_array_in_their_own_dirs(tmp_path: Path) -> None:
     cfgs = [_run_cfg(tmp_path, f"seed={seed}") for seed in (1, 2)]
     group = rundir.group_dir(tmp_path, "sweep", "t1")
-    jobs = submit.submit_jobs(cfgs, group, stepjob.StepJob(2, step_s=0.1))
+    jobs = submit.submit_jobs(
+        cfgs, group, allocation.AllocationTask(stepjob.StepJob(2, step_s=0.1))
+    )
     assert len({job.job_id.split("_")[0] for job in jobs}) == 1  # one sbatch: an array
     results = [submit.wait_for(job) for job in jobs]
     assert [r["step"] for r in results] == [2, 2]
@@ -73,7 +75,8 @@ def test_two_node_ray_cluster_fails_fast_when_a_node_dies(tmp_path: Path) -> Non
     group = rundir.group_dir(tmp_path, "two", "t2")
     executor = submit.make_executor(cfg.cluster, group / ".submitit" / "%j", "mh_two")
     executor.update_parameters(ntasks_per_node=2)
-    job = executor.submit(allocation.ClusterJob(stepjob.StepJob(300, step_s=0.2)), cfg, str(group))
+    task = allocation.AllocationTask(stepjob.StepJob(300, step_s=0.2))
+    job = executor.submit(task, cfg, str(group))
     with cancelled_on_failure(job):
         run_dir = rundir.job_run_dir(group, job.job_id)
         deadline = time.monotonic() + 180
@@ -113,7 +116,7 @@ def test_ray_that_cannot_come_up_fails_the_job_with_a_clear_error(tmp_path: Path
     cfg = _run_cfg(tmp_path, "cluster.ray_startup_timeout_s=1")
     group = rundir.group_dir(tmp_path, "fail", "t4")
     started = time.monotonic()
-    (job,) = submit.submit_jobs([cfg], group, stepjob.StepJob(1))
+    (job,) = submit.submit_jobs([cfg], group, allocation.AllocationTask(stepjob.StepJob(1)))
     with pytest.raises(ClusterError) as info:
         submit.wait_for(job)
     assert "cluster.ray_startup_timeout_s" in str(info.value)

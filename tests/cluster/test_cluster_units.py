@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from conftest import compose_config, materialize
 
 from miles_hydra.cluster import preemption, rundir
-from miles_hydra.cluster.submit import executor_parameters, sbatch_script, slurm_parameters
+from miles_hydra.cluster.submit import make_executor, sbatch_script, slurm_parameters
 from miles_hydra.config.cluster import ClusterConfig, ClusterKind
 from miles_hydra.errors import ConfigError
 
@@ -80,7 +81,9 @@ def test_run_record_holds_config_env_and_git(tmp_path: Path) -> None:
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_sbatch_script_matches_golden(preset: str, tmp_path: Path) -> None:
     cluster = materialize(compose_config(PRESETS[preset], output_root=tmp_path)).cluster
-    got = sbatch_script(cluster, Path("/RUNS/exp/time/.submitit/%j"), "mh_exp", python="python3")
+    cluster = dataclasses.replace(cluster, python="python3")  # not this machine's interpreter
+    executor = make_executor(cluster, Path("/RUNS/exp/time/.submitit/%j"), "mh_exp")
+    got = sbatch_script(executor)
     golden = GOLDEN / f"sbatch_{preset}.txt"
     if REGEN:
         golden.write_text(got)
@@ -96,9 +99,8 @@ def test_slurm_parameters_map_every_field() -> None:
     assert "--container-image=img" in params["srun_args"]
     assert "--kill-on-bad-exit=1" in params["srun_args"]
     assert params["additional_parameters"]["requeue"] is True
-    auto = executor_parameters(cluster, "job")
-    assert auto["slurm_partition"] == "p" and auto["mem_gb"] == 100 and auto["timeout_min"] == 60
-    assert auto["tasks_per_node"] == 1 and auto["gpus_per_node"] == 8
+    assert params["time"] == 60 and params["ntasks_per_node"] == 1
+    assert params["array_parallelism"] == cluster.array_parallelism
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 from pathlib import Path
 
@@ -9,7 +11,8 @@ import pytest
 import yaml
 from conftest import compose_config, compose_fast
 
-from miles_hydra.config import RunConfig
+from miles_hydra.config import GROUPS, RunConfig
+from miles_hydra.config.algorithm import CorrectionConfig
 from miles_hydra.config.backend import BackendKind
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,10 +83,37 @@ def test_compose_option(group: str, option: str) -> None:
     node = run
     for part in group.split("/"):
         node = getattr(node, part)
-    if hasattr(node, "name"):
+    if hasattr(node, "name"):  # the model keeps its preset name (error messages)
         assert node.name == option
-    else:  # algorithm/correction has no name; its kind is the option
-        assert node.kind.value == option
+    for key, value in _preset_values(CONF / group / f"{option}.yaml").items():
+        got = getattr(node, key)
+        got = got.name if isinstance(got, enum.Enum) else got
+        assert got == value, f"{group}/{option}.yaml sets {key}={value!r}; the config has {got!r}"
+
+
+def _preset_values(path: Path) -> dict[str, object]:
+    """What a preset file sets, less its defaults list, interpolations and ``???`` values."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    return {
+        key: value
+        for key, value in doc.items()
+        if key != "defaults" and not (isinstance(value, str) and ("${" in value or value == "???"))
+    }
+
+
+def test_presets_state_only_deltas() -> None:
+    """STYLE.md: a preset states what differs from its schema's defaults, nothing else."""
+    schemas = {**GROUPS, "algorithm/correction": CorrectionConfig}
+    restated = []
+    for group, option in OPTIONS:
+        defaults = {f.name: f.default for f in dataclasses.fields(schemas[group])}
+        for key, value in _preset_values(CONF / group / f"{option}.yaml").items():
+            default = defaults.get(key, dataclasses.MISSING)
+            default = default.name if isinstance(default, enum.Enum) else default
+            same_type = type(default) is type(value) or {type(default), type(value)} == {int, float}
+            if same_type and default == value:  # (True == 1, but a bool is no int here)
+                restated.append(f"{group}/{option}.yaml: {key}={value!r}")
+    assert not restated, "presets restate schema defaults:\n" + "\n".join(restated)
 
 
 def compose_and_check(cfg) -> RunConfig:

@@ -446,6 +446,13 @@ INVALID: list[tuple[str, list[str], str, str]] = [
         "logging=wandb",
     ),
     ("wandb_mode", ["logging.wandb_mode=sometimes"], "logging.wandb_mode", "offline"),
+    ("reward_type", ["reward.rm_type=bleu"], "reward.rm_type", "exact_match"),
+    (
+        "router_load_balancing_type",
+        ["model=tiny_moe", "model.moe_router_load_balancing_type=aux"],
+        "model.moe_router_load_balancing_type",
+        "seq_aux_loss",
+    ),
     (
         "fp8_recipe",
         ["model=qwen3_4b", "precision=fp8", "precision.fp8_recipe=fancy"],
@@ -497,6 +504,7 @@ COMPOSE_TIME: list[tuple[str, list[str], list[str]]] = [
         ["algorithm.advantage_estimator=grpoo"],
         ["algorithm.advantage_estimator", "reinforce_plus_plus"],
     ),
+    ("unknown_reward_type_at_compose", ["reward.rm_type=bleu"], ["reward.rm_type", "dapo"]),
 ]
 
 
@@ -509,6 +517,24 @@ def test_compose_time_typo_names_key(overrides: list[str], texts: list[str]) -> 
     message = str(info.value) + str(info.value.__cause__ or "")
     for text in texts:
         assert text in message, message
+
+
+# Exclusive choices are Enums: a config that skipped Hydra (a plain dict, a saved YAML) still gets
+# the key and the valid options from materialize. (key, bad value, an option the message lists)
+ENUM_FIELDS = [
+    ("logging.wandb_mode", "sometimes", "disabled"),
+    ("reward.rm_type", "bleu", "exact_match"),
+    ("model.moe_router_load_balancing_type", "aux", "seq_aux_loss"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "option"), ENUM_FIELDS, ids=[f[0] for f in ENUM_FIELDS])
+def test_materialize_names_enum_options(key: str, value: str, option: str) -> None:
+    group, field = key.split(".")
+    with pytest.raises(ConfigError) as info:
+        materialize({group: {field: value}})
+    assert info.value.key == key, str(info.value)
+    assert f"{key}={value!r}" in str(info.value) and option in str(info.value), str(info.value)
 
 
 CLI_CASES = [

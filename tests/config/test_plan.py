@@ -103,10 +103,10 @@ def test_run_check_local_is_zero(capsys) -> None:
 
 def test_run_check_miles_without_oracle_is_two(monkeypatch, capsys) -> None:
     monkeypatch.setitem(
-        sys.modules, "miles_hydra.backends.miles.check.oracle", None
+        sys.modules, "miles_hydra.backends.miles.check.compare", None
     )  # import -> ImportError
     assert run_check(materialize(compose_fast(DONE_WHEN))) == 2
-    assert "miles_hydra.backends.miles.check.oracle" in capsys.readouterr().err
+    assert "miles_hydra.backends.miles.check.compare" in capsys.readouterr().err
 
 
 MILES_OK = [

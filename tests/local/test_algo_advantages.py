@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from miles_hydra.backends.local.algo.advantages import (
-    AdvantageEstimator,
     compute_advantages,
     gae_advantages_and_returns,
     grpo_advantages,
@@ -18,6 +17,7 @@ from miles_hydra.backends.local.algo.advantages import (
     reinforce_plus_plus_baseline_advantages,
     reinforce_plus_plus_returns,
 )
+from miles_hydra.config.algorithm import AdvantageEstimator
 
 
 def close(actual: torch.Tensor, expected: list, tol: float = 1e-5) -> None:
@@ -30,7 +30,7 @@ REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2
 def test_grpo_group_normalization_uses_unbiased_std_plus_epsilon() -> None:
     std1 = math.sqrt(4 * 0.25 / 3)  # unbiased std of [1, 0, 0, 1]
     std3 = math.sqrt((3 * 0.25 + 1.5**2) / 3)  # of [0, 0, 0, 2] -> 1.0
-    out = normalize_group_rewards(REWARDS, 4)
+    out = normalize_group_rewards(REWARDS, 4, std_normalization=True)
     expected = [0.5 / (std1 + 1e-6), -0.5 / (std1 + 1e-6), -0.5 / (std1 + 1e-6)]
     expected += [0.5 / (std1 + 1e-6), 0.0, 0.0, 0.0, 0.0]  # zero-std group stays 0
     expected += [-0.5 / (std3 + 1e-6)] * 3 + [1.5 / (std3 + 1e-6)]
@@ -43,43 +43,49 @@ def test_dr_grpo_only_subtracts_the_group_mean() -> None:
 
 
 def test_uneven_groups_and_single_sample_group() -> None:
-    out = normalize_group_rewards(torch.tensor([3.0, 1.0, 2.0]), [1, 2])
+    out = normalize_group_rewards(torch.tensor([3.0, 1.0, 2.0]), [1, 2], std_normalization=True)
     std = math.sqrt(0.5)
     close(out, [0.0, -0.5 / (std + 1e-6), 0.5 / (std + 1e-6)])
 
 
 def test_group_sizes_must_partition_the_rewards() -> None:
     with pytest.raises(ValueError):
-        normalize_group_rewards(REWARDS, 5)
+        normalize_group_rewards(REWARDS, 5, std_normalization=True)
     with pytest.raises(ValueError):
-        normalize_group_rewards(REWARDS, [4, 4])
+        normalize_group_rewards(REWARDS, [4, 4], std_normalization=True)
 
 
 def test_reward_normalization_dispatch_per_estimator() -> None:
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])
     std = math.sqrt(1 / 3)
-    grpo = normalize_rewards_for_estimator("grpo", rewards, 4)
+    on = {"rewards_normalization": True, "grpo_std_normalization": True}  # the schema's defaults
+
+    def normalize(estimator: AdvantageEstimator, **flags: bool) -> torch.Tensor:
+        return normalize_rewards_for_estimator(estimator, rewards, 4, **{**on, **flags})
+
+    grpo = normalize(AdvantageEstimator.grpo)
     close(grpo, [0.5 / (std + 1e-6), -0.5 / (std + 1e-6), -0.5 / (std + 1e-6), 0.5 / (std + 1e-6)])
-    gspo = normalize_rewards_for_estimator(AdvantageEstimator.gspo, rewards, 4)
-    close(gspo, grpo.tolist())
+    close(normalize(AdvantageEstimator.gspo), grpo.tolist())
     # reinforce_plus_plus_baseline: mean only, even with grpo_std_normalization on
-    close(
-        normalize_rewards_for_estimator("reinforce_plus_plus_baseline", rewards, 4),
-        [0.5, -0.5, -0.5, 0.5],
-    )
-    close(normalize_rewards_for_estimator("ppo", rewards, 4), [1, 0, 0, 1])
-    close(normalize_rewards_for_estimator("reinforce_plus_plus", rewards, 4), [1, 0, 0, 1])
-    raw = normalize_rewards_for_estimator("grpo", rewards, 4, rewards_normalization=False)
-    close(raw, [1, 0, 0, 1])
-    dr = normalize_rewards_for_estimator("grpo", rewards, 4, grpo_std_normalization=False)
-    close(dr, [0.5, -0.5, -0.5, 0.5])
+    close(normalize(AdvantageEstimator.reinforce_plus_plus_baseline), [0.5, -0.5, -0.5, 0.5])
+    close(normalize(AdvantageEstimator.ppo), [1, 0, 0, 1])
+    close(normalize(AdvantageEstimator.reinforce_plus_plus), [1, 0, 0, 1])
+    close(normalize(AdvantageEstimator.grpo, rewards_normalization=False), [1, 0, 0, 1])
+    close(normalize(AdvantageEstimator.grpo, grpo_std_normalization=False), [0.5, -0.5, -0.5, 0.5])
 
 
 def test_grpo_advantages_broadcast_the_scalar_reward() -> None:
     adv, ret = grpo_advantages(torch.tensor([0.5, -2.0]), torch.tensor([[1, 1, 0], [1, 0, 0]]))
     close(adv, [[0.5, 0.5, 0.5], [-2.0, -2.0, -2.0]])
     close(ret, [[0.5, 0.5, 0.5], [-2.0, -2.0, -2.0]])
-    gspo_adv, _ = compute_advantages("gspo", rewards=torch.tensor([0.5, -2.0]), loss_mask=adv > -9)
+    gspo_adv, _ = compute_advantages(
+        AdvantageEstimator.gspo,
+        rewards=torch.tensor([0.5, -2.0]),
+        loss_mask=adv > -9,
+        kl_coef=0.0,
+        gamma=1.0,
+        lambd=1.0,
+    )
     close(gspo_adv, adv.tolist())
 
 
@@ -111,10 +117,12 @@ def test_reinforce_plus_plus_masked_tokens_inside_the_response_keep_their_kl() -
 
 def test_reinforce_plus_plus_via_dispatch_without_kl_is_the_reward() -> None:
     adv, ret = compute_advantages(
-        "reinforce_plus_plus",
+        AdvantageEstimator.reinforce_plus_plus,
         rewards=torch.tensor([1.0]),
         loss_mask=torch.tensor([[1, 1, 1]]),
+        kl_coef=0.0,
         gamma=0.5,
+        lambd=1.0,
     )
     close(adv, [[0.25, 0.5, 1.0]])
     close(ret, [[0.25, 0.5, 1.0]])
@@ -142,17 +150,26 @@ def test_gae_runs_over_trainable_tokens_only() -> None:
 
 def test_gae_with_kl_shaped_token_rewards() -> None:
     adv, ret = compute_advantages(
-        "ppo",
+        AdvantageEstimator.ppo,
         rewards=torch.tensor([1.0]),
         loss_mask=torch.tensor([[1, 1]]),
         kl=torch.tensor([[1.0, 2.0]]),
         values=torch.zeros(1, 2),
         kl_coef=0.1,
+        gamma=1.0,
+        lambd=1.0,
     )
     close(adv, [[-0.1 + 0.8, 0.8]])
     close(ret, [[0.7, 0.8]])
     with pytest.raises(ValueError):
-        compute_advantages("ppo", rewards=torch.tensor([1.0]), loss_mask=torch.ones(1, 2))
+        compute_advantages(
+            AdvantageEstimator.ppo,
+            rewards=torch.tensor([1.0]),
+            loss_mask=torch.ones(1, 2),
+            kl_coef=0.0,
+            gamma=1.0,
+            lambd=1.0,
+        )
 
 
 def test_masked_whiten_bessel_corrected() -> None:

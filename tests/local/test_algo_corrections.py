@@ -12,8 +12,19 @@ from miles_hydra.backends.local.algo.corrections import (
     mismatch_metrics,
     tis_weights,
 )
-from miles_hydra.backends.local.algo.mis import MisConfig, mis_weights
+from miles_hydra.backends.local.algo.mis import mis_weights
+from miles_hydra.config.algorithm import (
+    CorrectionConfig,
+    CorrectionKind,
+    CorrectionLevel,
+    CorrectionMode,
+)
 from miles_hydra.errors import ConfigError
+
+
+def mis(**settings) -> CorrectionConfig:
+    """``algorithm.correction`` with kind=mis (IS bounds [1/upper, upper], 2.0 by default)."""
+    return CorrectionConfig(kind=CorrectionKind.mis, **settings)
 
 
 def close(actual: torch.Tensor, expected: list, tol: float = 1e-5) -> None:
@@ -82,7 +93,7 @@ def test_mismatch_metrics() -> None:
 
 def test_mis_token_truncate() -> None:
     train, rollout = ratios([[0.5, 3.0, 1.0]])
-    weights, numerator, m = mis_weights(train, rollout, torch.ones(1, 3), MisConfig())
+    weights, numerator, m = mis_weights(train, rollout, torch.ones(1, 3), mis())
     close(weights, [[0.5, 2.0, 1.0]])
     close(numerator, [[1.0, 1.0, 1.0]])
     close(m["mis_tis_truncate_fraction"], [[0.0, 1.0, 0.0]])
@@ -96,12 +107,12 @@ def test_mis_token_truncate() -> None:
 def test_mis_clip_and_mask_modes() -> None:
     train, rollout = ratios([[0.4, 3.0, 1.0]])
     mask = torch.ones(1, 3)
-    weights, numerator, m = mis_weights(train, rollout, mask, MisConfig(tis_mode="clip"))
+    weights, numerator, m = mis_weights(train, rollout, mask, mis(mode=CorrectionMode.clip))
     close(weights, [[0.5, 2.0, 1.0]])
     close(numerator, [[1.0, 1.0, 1.0]])
     close(m["mis_tis_clip_fraction_low"], [[1.0, 0.0, 0.0]])
     close(m["mis_tis_clip_fraction_high"], [[0.0, 1.0, 0.0]])
-    weights, numerator, m = mis_weights(train, rollout, mask, MisConfig(tis_mode="mask"))
+    weights, numerator, m = mis_weights(train, rollout, mask, mis(mode=CorrectionMode.mask))
     close(weights, [[0.4, 3.0, 1.0]])  # MIS keeps the ratio and rejects through the mask
     close(numerator, [[0.0, 0.0, 1.0]])
     close(m["mis_tis_mask_fraction_low"], [[1.0, 0.0, 0.0]])
@@ -109,7 +120,7 @@ def test_mis_clip_and_mask_modes() -> None:
 
 
 def test_mis_lower_bound_defaults_to_inverse_upper_bound() -> None:
-    cfg = MisConfig(tis_mode="clip", tis_lower_bound=None, tis_upper_bound=4.0)
+    cfg = mis(mode=CorrectionMode.clip, upper=4.0)
     train, rollout = ratios([[0.1, 5.0]])
     weights, _, _ = mis_weights(train, rollout, torch.ones(1, 2), cfg)
     close(weights, [[0.25, 4.0]])
@@ -118,15 +129,15 @@ def test_mis_lower_bound_defaults_to_inverse_upper_bound() -> None:
 def test_mis_sequence_and_geometric_levels() -> None:
     train, rollout = ratios([[2.0, 0.75, 9.0]])
     mask = torch.tensor([[1, 1, 0]])
-    seq, _, _ = mis_weights(train, rollout, mask, MisConfig(tis_level="sequence"))
+    seq, _, _ = mis_weights(train, rollout, mask, mis(level=CorrectionLevel.sequence))
     close(seq, [[1.5, 1.5, 0.0]])  # product 2 · 0.75 over loss tokens; padding weight 0
-    geo, _, _ = mis_weights(train, rollout, mask, MisConfig(tis_level="geometric"))
+    geo, _, _ = mis_weights(train, rollout, mask, mis(level=CorrectionLevel.geometric))
     close(geo, [[math.sqrt(1.5), math.sqrt(1.5), 0.0]])
 
 
 def test_rejection_sampling_with_veto() -> None:
     train, rollout = ratios([[1.0, 1e-5], [1.0, 1.0], [3.0, 1.0]])
-    cfg = MisConfig(use_rs=True)
+    cfg = mis(use_rs=True, rs_veto_threshold=1e-4)
     weights, numerator, m = mis_weights(train, rollout, torch.ones(3, 2), cfg)
     close(weights, [[1.0, 1e-5], [1.0, 1.0], [2.0, 1.0]])  # RS never changes the weights
     close(numerator, [[0.0, 0.0], [1.0, 1.0], [0.0, 1.0]])  # row 0 vetoed, 3 > U rejected
@@ -138,7 +149,7 @@ def test_rejection_sampling_with_veto() -> None:
 
 def test_rejection_sampling_own_level_and_bounds() -> None:
     train, rollout = ratios([[1.01, 1.0], [1.0, 1.0]])
-    cfg = MisConfig(use_rs=True, rs_level="geometric", rs_lower_bound=0.99, rs_upper_bound=1.001)
+    cfg = mis(use_rs=True, rs_level=CorrectionLevel.geometric, rs_lower=0.99, rs_upper=1.001)
     weights, numerator, _ = mis_weights(train, rollout, torch.ones(2, 2), cfg)
     close(weights, [[1.01, 1.0], [1.0, 1.0]])
     close(numerator, [[0.0, 0.0], [1.0, 1.0]])  # sqrt(1.01) = 1.005 > 1.001
@@ -147,7 +158,7 @@ def test_rejection_sampling_own_level_and_bounds() -> None:
 def test_batch_normalize_token_and_sequence() -> None:
     train, rollout = ratios([[1.0, 2.0], [1.0, 5.0]])
     mask = torch.tensor([[1, 1], [1, 0]])
-    cfg = MisConfig(tis_upper_bound=3.0, tis_batch_normalize=True)
+    cfg = mis(upper=3.0, batch_normalize=True)
     weights, _, m = mis_weights(train, rollout, mask, cfg)
     close(weights, [[0.75, 1.5], [0.75, 0.0]])  # batch token mean 4/3
     close(m["mis_batch_norm_factor"], [[4 / 3, 4 / 3], [4 / 3, 4 / 3]])
@@ -156,23 +167,14 @@ def test_batch_normalize_token_and_sequence() -> None:
     close(m["mis_is_ratio_min_final"], [[0.75, 0.75], [0.75, 0.75]])
     close(m["mis_is_ratio_max_final"], [[1.5, 1.5], [0.75, 0.75]])
     train, rollout = ratios([[2.0, 1.0], [0.5, 1.0]])
-    seq_cfg = MisConfig(tis_level="sequence", tis_upper_bound=3.0, tis_batch_normalize=True)
+    seq_cfg = mis(level=CorrectionLevel.sequence, upper=3.0, batch_normalize=True)
     weights, _, _ = mis_weights(train, rollout, torch.ones(2, 2), seq_cfg)
     close(weights, [[1.6, 1.6], [0.4, 0.4]])  # mean of per-sample means = 1.25
 
 
-def test_metrics_only_when_use_tis_is_off() -> None:
-    train, rollout = ratios([[3.0, 1e-6]])
-    cfg = MisConfig(use_tis=False, use_rs=True)
-    weights, numerator, m = mis_weights(train, rollout, torch.ones(1, 2), cfg)
-    assert weights is None
-    close(numerator, [[1.0, 1.0]])
-    assert set(m) == {f"mis_{key}" for key in PPL_KEYS}
-
-
 def test_full_metric_key_set_with_every_stage() -> None:
     train, rollout = ratios([[1.0, 2.0]])
-    cfg = MisConfig(use_rs=True, tis_batch_normalize=True)
+    cfg = mis(use_rs=True, batch_normalize=True, rs_veto_threshold=1e-4)
     _, _, m = mis_weights(train, rollout, torch.ones(1, 2), cfg)
     stage_keys = {
         "tis_weight_before_bound",
@@ -191,12 +193,22 @@ def test_full_metric_key_set_with_every_stage() -> None:
     assert set(m) == {f"mis_{key}" for key in PPL_KEYS | stage_keys}
 
 
-def test_mis_config_validation() -> None:
-    with pytest.raises(ConfigError, match="tis_batch_normalize"):
-        MisConfig(tis_level="geometric", tis_batch_normalize=True)
-    with pytest.raises(ConfigError, match="tis_lower_bound"):
-        MisConfig(tis_mode="mask", tis_lower_bound=3.0, tis_upper_bound=2.0)
-    with pytest.raises(ConfigError, match="rs_lower_bound"):
-        MisConfig(use_rs=True, rs_lower_bound=1.5, rs_upper_bound=1.0)
-    with pytest.raises(ValueError):
-        MisConfig(tis_mode="nope")
+def test_mis_settings_refused_by_the_schema() -> None:
+    """What miles' mis.py asserts is refused when the config is built, for both backends."""
+    with pytest.raises(ConfigError, match="batch_normalize"):
+        mis(level=CorrectionLevel.geometric, batch_normalize=True)
+    with pytest.raises(ConfigError, match="algorithm.correction.lower"):
+        mis(mode=CorrectionMode.mask, lower=2.0, upper=2.0)
+    with pytest.raises(ConfigError, match="algorithm.correction.lower"):
+        mis(mode=CorrectionMode.clip, upper=1.0)  # lower defaults to 1 / upper = upper
+    with pytest.raises(ConfigError, match="rs_lower"):
+        mis(use_rs=True, rs_lower=1.5, rs_upper=1.0)
+
+
+def test_rs_level_and_bounds_default_to_the_is_ones() -> None:
+    cfg = mis(level=CorrectionLevel.sequence, upper=4.0)
+    assert cfg.rs_ratio_level is CorrectionLevel.sequence
+    assert cfg.rs_bounds == (0.25, 4.0)
+    settings = mis(rs_level=CorrectionLevel.geometric, use_rs=True, rs_upper=3.0).mis_settings()
+    assert settings["tis_level"] == "token" and settings["rs_level"] == "geometric"
+    assert settings["tis_lower_bound"] == 0.5 and settings["rs_upper_bound"] == 3.0

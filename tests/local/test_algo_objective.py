@@ -3,26 +3,28 @@ the numerator-only semantics of rejection masks, and the step-0 invariant."""
 
 from __future__ import annotations
 
-import enum
 import math
 
 import pytest
 import torch
 
-from miles_hydra.backends.local.algo.aggregation import (
-    LossAggregation,
-    aggregate,
-    aggregate_per_sample,
-)
-from miles_hydra.backends.local.algo.corrections import Correction
-from miles_hydra.backends.local.algo.kl import KLType
-from miles_hydra.backends.local.algo.mis import ISLevel, ISMode, MisConfig
+from miles_hydra.backends.local.algo.aggregation import aggregate, aggregate_per_sample
 from miles_hydra.backends.local.algo.objective import (
-    PolicyLossConfig,
     compute_policy_loss_and_metrics,
     compute_value_loss_and_metrics,
 )
-from miles_hydra.errors import ConfigError
+from miles_hydra.config.algorithm import (
+    AdvantageEstimator,
+    AlgorithmConfig,
+    CorrectionConfig,
+    CorrectionKind,
+    CorrectionMode,
+    KLType,
+    LossAggregation,
+)
+
+SEQ, TOK = LossAggregation.seq_mean_token_mean, LossAggregation.token_mean
+TIS = CorrectionConfig(kind=CorrectionKind.tis)  # clamp(ρ, 0, 2)
 
 
 def approx(value: torch.Tensor, expected: float, tol: float = 1e-5) -> None:
@@ -35,18 +37,18 @@ MASK = torch.tensor([[1, 1, 1], [1, 0, 0]])
 
 
 def test_seq_mean_token_mean_and_token_mean() -> None:
-    approx(aggregate(VALUES, MASK, "seq_mean_token_mean"), (2.0 + 4.0) / 2)
-    approx(aggregate(VALUES, MASK, "token_mean"), 10.0 / 4)
+    approx(aggregate(VALUES, MASK, SEQ), (2.0 + 4.0) / 2)
+    approx(aggregate(VALUES, MASK, TOK), 10.0 / 4)
     numerator = torch.tensor([[1, 0, 1], [0, 0, 0]])
     # rejected tokens count as zeros; denominators stay the original token counts
-    approx(aggregate(VALUES, MASK, "seq_mean_token_mean", numerator_mask=numerator), (4 / 3) / 2)
-    approx(aggregate(VALUES, MASK, "token_mean", numerator_mask=numerator), 4.0 / 4)
+    approx(aggregate(VALUES, MASK, SEQ, numerator_mask=numerator), (4 / 3) / 2)
+    approx(aggregate(VALUES, MASK, TOK, numerator_mask=numerator), 4.0 / 4)
     denoms = torch.tensor([6.0, 1.0])
-    approx(aggregate(VALUES, MASK, sample_denominators=denoms), (6 / 6 + 4) / 2)
+    approx(aggregate(VALUES, MASK, SEQ, sample_denominators=denoms), (6 / 6 + 4) / 2)
 
 
 def test_micro_batches_with_global_counts_add_up_to_the_global_value() -> None:
-    for mode in ("seq_mean_token_mean", "token_mean"):
+    for mode in LossAggregation:
         whole = aggregate(VALUES, MASK, mode)
         parts = [
             aggregate(VALUES[i : i + 1], MASK[i : i + 1], mode, num_samples=2, num_tokens=4)
@@ -58,8 +60,8 @@ def test_micro_batches_with_global_counts_add_up_to_the_global_value() -> None:
 def test_aggregate_per_sample() -> None:
     per_sample = torch.tensor([0.9, 0.5])
     mask = torch.tensor([[1, 1], [1, 0]])
-    approx(aggregate_per_sample(per_sample, mask, "seq_mean_token_mean"), 0.7)
-    approx(aggregate_per_sample(per_sample, mask, "token_mean"), (0.9 * 2 + 0.5) / 3)
+    approx(aggregate_per_sample(per_sample, mask, SEQ), 0.7)
+    approx(aggregate_per_sample(per_sample, mask, TOK), (0.9 * 2 + 0.5) / 3)
 
 
 # A hand-built batch: row 0 has ratios π_θ/π_old = [1.5, 1.0], row 1 = [0.5, padding].
@@ -84,8 +86,13 @@ def _batch() -> dict[str, torch.Tensor]:
 
 
 def test_combiner_with_tis_entropy_and_kl_on_hand_numbers() -> None:
-    cfg = PolicyLossConfig(
-        eps_clip=0.2, correction="tis", entropy_coef=0.1, use_kl_loss=True, kl_loss_coef=0.5
+    cfg = AlgorithmConfig(
+        eps_clip=0.2,
+        correction=TIS,
+        entropy_coef=0.1,
+        use_kl_loss=True,
+        kl_loss_coef=0.5,
+        kl_loss_type=KLType.k1,
     )
     entropy = torch.tensor([[1.0, 2.0], [3.0, 9.0]])
     loss, m = compute_policy_loss_and_metrics(**_batch(), entropy=entropy, config=cfg)
@@ -110,7 +117,7 @@ def test_combiner_with_tis_entropy_and_kl_on_hand_numbers() -> None:
 
 
 def test_combiner_token_mean() -> None:
-    cfg = PolicyLossConfig(eps_clip=0.2, correction="tis", aggregation="token_mean")
+    cfg = AlgorithmConfig(eps_clip=0.2, correction=TIS, loss_aggregation=TOK)
     _, m = compute_policy_loss_and_metrics(**_batch(), config=cfg)
     approx(m["train/pg_loss"], (-1.2 - 2.0 + 0.4) / 3)
     approx(m["train/ess_ratio"], (2.5**2 / 6.5 * 2 + 1.0) / 3)
@@ -119,7 +126,7 @@ def test_combiner_token_mean() -> None:
 def test_gradients_skip_clipped_tokens_and_padding() -> None:
     batch = _batch()
     loss, _ = compute_policy_loss_and_metrics(
-        **batch, config=PolicyLossConfig(eps_clip=0.2, correction="tis")
+        **batch, config=AlgorithmConfig(eps_clip=0.2, correction=TIS)
     )
     loss.backward()
     # only row 0 token 1 is unclipped: d(-r·A·w)/dlogp = -1·1·2, times 1/(2 tokens · 2 samples)
@@ -130,7 +137,8 @@ def test_gradients_skip_clipped_tokens_and_padding() -> None:
 def test_mis_rejection_changes_the_numerator_only() -> None:
     log_probs = torch.zeros(2, 2, requires_grad=True)
     rollout = -torch.log(torch.tensor([[1.0, 3.0], [1.0, 1.0]]))
-    cfg = PolicyLossConfig(correction="mis", mis=MisConfig(tis_mode="mask"))
+    mis = CorrectionConfig(kind=CorrectionKind.mis, lower=0.5, mode=CorrectionMode.mask)
+    cfg = AlgorithmConfig(correction=mis)
     _, m = compute_policy_loss_and_metrics(
         log_probs=log_probs,
         old_log_probs=torch.zeros(2, 2),
@@ -152,7 +160,7 @@ def test_gspo_uses_the_sequence_ratio() -> None:
         old_log_probs=torch.zeros(1, 2),
         advantages=torch.ones(1, 2),
         loss_mask=torch.ones(1, 2),
-        config=PolicyLossConfig(eps_clip=0.2, gspo=True),
+        config=AlgorithmConfig(eps_clip=0.2, advantage_estimator=AdvantageEstimator.gspo),
     )
     approx(m["train/pg_loss"], -1.2)  # r = sqrt(2) for both tokens, clipped at 1.2
     approx(m["train/pg_clipfrac"], 1.0)
@@ -166,7 +174,7 @@ def test_opsm_in_the_combiner() -> None:
         old_log_probs=torch.zeros(2, 2),
         advantages=torch.tensor([[-1.0, 1.0], [-1.0, -1.0]]),
         loss_mask=torch.ones(2, 2),
-        config=PolicyLossConfig(eps_clip=10.0, use_opsm=True),
+        config=AlgorithmConfig(eps_clip=0.9, use_opsm=True),  # clip range [0.1, 1.9]: no clip
     )
     r0, r1 = math.exp(-0.5), math.exp(0.5)
     # row 0 drifted (mean old − new = 0.5): its A<0 token is dropped; row 1 is kept
@@ -175,7 +183,7 @@ def test_opsm_in_the_combiner() -> None:
 
 
 def test_unbiased_kl_and_observed_entropy_without_coefficients() -> None:
-    cfg = PolicyLossConfig(use_kl_loss=True, kl_loss_type="k2", use_unbiased_kl=True)
+    cfg = AlgorithmConfig(use_kl_loss=True, kl_loss_type=KLType.k2, use_unbiased_kl=True)
     loss, m = compute_policy_loss_and_metrics(**_batch(), entropy=torch.ones(2, 2), config=cfg)
     k2 = [[0.1**2 / 2 * 1.5, 0.2**2 / 2 * 1.0], [0.3**2 / 2 * 0.5]]  # times π_θ/π_old
     approx(m["train/kl_loss"], ((k2[0][0] + k2[0][1]) / 2 + k2[1][0]) / 2)
@@ -183,22 +191,31 @@ def test_unbiased_kl_and_observed_entropy_without_coefficients() -> None:
     approx(loss, float(m["train/pg_loss"]))  # both coefficients are 0: report only
 
 
-@pytest.mark.parametrize("correction", ["none", "tis", "icepop", "mis"])
-@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean"])
-def test_step_zero_invariant(correction: str, aggregation: str) -> None:
+STEP_ZERO_CORRECTIONS = {
+    CorrectionKind.none: CorrectionConfig(),
+    CorrectionKind.tis: TIS,
+    CorrectionKind.icepop: CorrectionConfig(kind=CorrectionKind.icepop),
+    CorrectionKind.mis: CorrectionConfig(
+        kind=CorrectionKind.mis, use_rs=True, batch_normalize=True, rs_veto_threshold=1e-4
+    ),
+}
+
+
+@pytest.mark.parametrize("correction", list(CorrectionKind))
+@pytest.mark.parametrize("aggregation", list(LossAggregation))
+def test_step_zero_invariant(correction: CorrectionKind, aggregation: LossAggregation) -> None:
     torch.manual_seed(0)
     lp = -torch.rand(3, 5) * 3
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [0, 1, 0, 1, 0]])
     adv = torch.randn(3, 5)
     for kl_type in KLType:
-        cfg = PolicyLossConfig(
-            correction=correction,
-            aggregation=aggregation,
+        cfg = AlgorithmConfig(
+            correction=STEP_ZERO_CORRECTIONS[correction],
+            loss_aggregation=aggregation,
             use_kl_loss=True,
             kl_loss_coef=1.0,
             kl_loss_type=kl_type,
             use_unbiased_kl=True,
-            mis=MisConfig(use_rs=True, tis_batch_normalize=True),
         )
         loss, m = compute_policy_loss_and_metrics(
             log_probs=lp.clone().requires_grad_(True),
@@ -214,52 +231,26 @@ def test_step_zero_invariant(correction: str, aggregation: str) -> None:
         approx(m["train/train_rollout_kl"], 0.0)
         approx(m["train/ess_ratio"], 1.0)
         approx(loss, -float(aggregate(adv, mask, aggregation)))
-        if correction in ("tis", "icepop"):
+        if correction in (CorrectionKind.tis, CorrectionKind.icepop):
             approx(m["train/tis"], 1.0)
             approx(m["train/tis_clipfrac"], 0.0)
-        if correction == "mis":
+        if correction is CorrectionKind.mis:
             approx(m["train/mis_is_ratio_mean_final"], 1.0)
             approx(m["train/mis_rs_mask_fraction_low"], 0.0)
-        if correction != "none":
+        if correction is not CorrectionKind.none:
             approx(m["train/ois"], 1.0)
 
 
-def test_settings_accept_strings_and_foreign_enums_with_the_same_values() -> None:
-    class ForeignKL(enum.Enum):
-        k3 = "k3"
-
-    class ForeignAggregation(enum.Enum):
-        token_mean = "token_mean"
-
-    class ForeignMode(enum.Enum):
-        mask = "mask"
-
-    cfg = PolicyLossConfig(
-        kl_loss_type=ForeignKL.k3,
-        aggregation=ForeignAggregation.token_mean,
-        correction="mis",
-        mis=MisConfig(tis_mode=ForeignMode.mask, tis_level="geometric"),
-    )
-    assert cfg.kl_loss_type is KLType.k3
-    assert cfg.aggregation is LossAggregation.token_mean
-    assert cfg.correction is Correction.mis
-    assert cfg.mis.tis_mode is ISMode.mask and cfg.mis.tis_level is ISLevel.geometric
-
-
-def test_missing_inputs_and_bad_settings() -> None:
+def test_missing_inputs() -> None:
     batch = _batch()
     batch.pop("rollout_log_probs")
     with pytest.raises(ValueError, match="rollout_log_probs"):
-        compute_policy_loss_and_metrics(**batch, config=PolicyLossConfig(correction="tis"))
+        compute_policy_loss_and_metrics(**batch, config=AlgorithmConfig(correction=TIS))
     batch.pop("ref_log_probs")
     with pytest.raises(ValueError, match="ref_log_probs"):
-        compute_policy_loss_and_metrics(**batch, config=PolicyLossConfig(use_kl_loss=True))
+        compute_policy_loss_and_metrics(**batch, config=AlgorithmConfig(use_kl_loss=True))
     with pytest.raises(ValueError, match="entropy"):
-        compute_policy_loss_and_metrics(**batch, config=PolicyLossConfig(entropy_coef=0.01))
-    with pytest.raises(ConfigError, match="eps_clip_c"):
-        PolicyLossConfig(eps_clip_c=0.5)
-    with pytest.raises(ConfigError, match="tis_clip_low"):
-        PolicyLossConfig(tis_clip_low=3.0, tis_clip=2.0)
+        compute_policy_loss_and_metrics(**batch, config=AlgorithmConfig(entropy_coef=0.01))
 
 
 def test_value_loss_combiner() -> None:
@@ -270,6 +261,7 @@ def test_value_loss_combiner() -> None:
         returns=torch.tensor([[2.0, 0.0], [1.0, 0.0]]),
         loss_mask=torch.tensor([[1, 1], [1, 0]]),
         value_clip=0.2,
+        aggregation=SEQ,
         metric_prefix="train/critic-",
     )
     approx(loss, ((1.69 + 0.09) / 2 + 0.2025) / 2)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from miles_hydra.backends.local.algo.kl import KLType, approx_kl
+from miles_hydra.backends.local.algo.kl import approx_kl
 from miles_hydra.backends.local.algo.policy_loss import (
     clipped_value_loss,
     ess_ratio_per_sample,
@@ -19,6 +19,7 @@ from miles_hydra.backends.local.algo.policy_loss import (
     token_log_probs,
     token_ppo_kl,
 )
+from miles_hydra.config.algorithm import AlgorithmConfig, KLType
 
 
 def close(actual: torch.Tensor, expected: list, tol: float = 1e-5) -> None:
@@ -39,7 +40,7 @@ def _log_probs_with_ratios() -> tuple[torch.Tensor, torch.Tensor]:
 def test_asymmetric_clip_values_and_clipfrac() -> None:
     log_probs, old = _log_probs_with_ratios()
     loss, clipfrac = ppo_clip_loss(
-        token_ppo_kl(log_probs, old), ADVANTAGES, eps_clip=0.2, eps_clip_high=0.28
+        token_ppo_kl(log_probs, old), ADVANTAGES, eps_clip=0.2, eps_clip_high=0.28, eps_clip_c=None
     )
     # r=1.5,A=1 -> max(-1.5,-1.28); r=.5,A=1 -> max(-.5,-.8); r=1.1,A=-1 -> 1.1;
     # r=.7,A=-1 -> max(.7,.8); r=5,A=-1 -> max(5, 1.28)
@@ -47,9 +48,13 @@ def test_asymmetric_clip_values_and_clipfrac() -> None:
     close(clipfrac, [1.0, 0.0, 0.0, 1.0, 0.0])
 
 
-def test_symmetric_clip_when_eps_clip_high_is_none() -> None:
+def test_symmetric_clip_when_eps_clip_high_is_unset() -> None:
+    a = AlgorithmConfig(eps_clip=0.2)  # the schema: eps_clip_high None = eps_clip
     log_probs, old = _log_probs_with_ratios()
-    loss, _ = ppo_clip_loss(token_ppo_kl(log_probs, old), ADVANTAGES, eps_clip=0.2)
+    kl = token_ppo_kl(log_probs, old)
+    loss, _ = ppo_clip_loss(
+        kl, ADVANTAGES, eps_clip=a.eps_clip, eps_clip_high=a.clip_high, eps_clip_c=None
+    )
     close(loss[:1], [-1.2])
 
 
@@ -63,13 +68,17 @@ def test_dual_clip_and_gradients_of_clipped_tokens_are_zero() -> None:
     loss.sum().backward()
     # d(-r·A)/dlogp = -r·A for unclipped tokens; clipped and dual-clipped tokens get 0.
     close(log_probs.grad, [0.0, -0.5, 1.1, 0.0, 0.0])
-    with pytest.raises(ValueError):
-        ppo_clip_loss(torch.zeros(1), torch.ones(1), eps_clip=0.2, eps_clip_c=1.0)
+    with pytest.raises(AssertionError):  # the schema refuses it (algorithm.eps_clip_c)
+        ppo_clip_loss(
+            torch.zeros(1), torch.ones(1), eps_clip=0.2, eps_clip_high=0.2, eps_clip_c=1.0
+        )
 
 
 def test_ratio_is_clamped_at_exp_20_and_non_finite_kl_is_safe() -> None:
     ppo_kl = torch.tensor([-100.0, float("nan"), float("-inf")])
-    loss, _ = ppo_clip_loss(ppo_kl, torch.tensor([-1.0, -1.0, -1.0]), eps_clip=0.2)
+    loss, _ = ppo_clip_loss(
+        ppo_kl, torch.tensor([-1.0, -1.0, -1.0]), eps_clip=0.2, eps_clip_high=0.2, eps_clip_c=None
+    )
     close(loss, [math.exp(20), 1.0, math.exp(20)], tol=1.0)
 
 
@@ -111,23 +120,25 @@ def test_kl_estimators_on_a_log_two_ratio() -> None:
     log_probs = torch.tensor([math.log(0.5)])
     base = torch.tensor([math.log(0.25)])
     d = math.log(2.0)
-    close(approx_kl(log_probs, base, "k1"), [d])
+    close(approx_kl(log_probs, base, KLType.k1), [d])
     close(approx_kl(log_probs, base, KLType.k2), [d * d / 2])
-    close(approx_kl(log_probs, base, "k3"), [0.5 - 1 + d])
-    close(approx_kl(log_probs, base, "low_var_kl"), [0.5 - 1 + d])
+    close(approx_kl(log_probs, base, KLType.k3), [0.5 - 1 + d])
+    close(approx_kl(log_probs, base, KLType.low_var_kl), [0.5 - 1 + d])
     # unbiased: multiplied by the importance ratio
-    close(approx_kl(log_probs, base, "k3", torch.tensor([2.0])), [2 * (0.5 - 1 + d)])
+    close(approx_kl(log_probs, base, KLType.k3, torch.tensor([2.0])), [2 * (0.5 - 1 + d)])
 
 
 def test_low_var_kl_clamps() -> None:
     log_probs = torch.tensor([-30.0, 30.0, float("nan"), 0.0])
     base = torch.tensor([0.0, 0.0, 0.0, float("-inf")])
-    out = approx_kl(log_probs, base, "low_var_kl")
+    out = approx_kl(log_probs, base, KLType.low_var_kl)
     # -Δ clamped to ±20 then result clamped to [-10, 10]; NaN -> 0; -Δ = -inf -> -20
     close(out, [10.0, 10.0, 0.0, 10.0])
-    k3 = approx_kl(torch.tensor([30.0]), torch.tensor([0.0]), "k3")
+    k3 = approx_kl(torch.tensor([30.0]), torch.tensor([0.0]), KLType.k3)
     close(k3, [math.exp(-30) - 1 + 30])
-    clamped = approx_kl(torch.tensor([0.0]), torch.tensor([0.0]), "low_var_kl", torch.tensor([1e9]))
+    clamped = approx_kl(
+        torch.tensor([0.0]), torch.tensor([0.0]), KLType.low_var_kl, torch.tensor([1e9])
+    )
     close(clamped, [0.0])
 
 

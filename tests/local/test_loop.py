@@ -11,33 +11,20 @@ import os
 from pathlib import Path
 
 import pytest
+from support.tiny import TINY_RUN
 
 from miles_hydra.backends.local import checkpoint, loop
 from miles_hydra.backends.local.metrics import read_records
 from miles_hydra.config import RunConfig, materialize
 from miles_hydra.errors import TrainingError
 
-TINY = [
-    "model.hidden_size=32",
-    "model.ffn_hidden_size=64",
-    "model.num_attention_heads=2",
-    "model.num_query_groups=1",
-    "model.kv_channels=16",
-    "rollout.rollout_batch_size=4",
-    "rollout.n_samples_per_prompt=2",
-    "rollout.rollout_max_response_len=6",
-    "rollout.eval_interval=2",
-    "data.num_eval_prompts=8",
-    "data.warmup_sft_steps=2",
-    "backend.device=cpu",
-    "logging.progress_bar=false",
-]
+TINY = [*TINY_RUN, "rollout.eval_interval=2", "data.num_eval_prompts=8", "data.warmup_sft_steps=2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_instance():
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as driver_parts.ray_session does
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as actors.ray_session does
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -68,7 +55,7 @@ def test_preempted_run_resumes_with_nothing_lost_or_repeated(
         "logging.wandb_mode=offline",
     )
     calls = iter(range(100))
-    monkeypatch.setattr(loop, "preemption_requested", lambda: next(calls) == 1)
+    monkeypatch.setattr(loop.preemption, "requested", lambda: next(calls) == 1)
     first = loop.train(cfg, tmp_path)
     assert first["preempted"] is True and first["step"] == 1
     ckpt = checkpoint.find_latest(tmp_path / "checkpoints")
@@ -77,7 +64,7 @@ def test_preempted_run_resumes_with_nothing_lost_or_repeated(
     assert state["wandb_id"] and state["data"]["kind"] == "synthetic"
     assert rollout_steps(tmp_path) == [0, 1]
 
-    monkeypatch.setattr(loop, "preemption_requested", lambda: False)
+    monkeypatch.setattr(loop.preemption, "requested", lambda: False)
     final = loop.train(cfg, tmp_path)
     assert final["preempted"] is False and final["step"] == 3
     assert rollout_steps(tmp_path) == [0, 1, 2, 3]
@@ -137,15 +124,20 @@ def test_nan_loss_stops_with_training_error_and_keeps_checkpoint(
     make_cfg, tmp_path: Path, monkeypatch
 ) -> None:
     import ray
+    import torch
 
     cfg = make_cfg(
         "rollout.num_rollout=3", "checkpoint.save_interval=1", "rollout.eval_interval=null"
     )
     original = loop._Loop._step
 
+    def poison(trainer) -> None:  # runs on the trainer actor, through Ray's __ray_call__
+        with torch.no_grad():
+            next(trainer.policy.lm.parameters()).fill_(float("nan"))
+
     def poison_at_1(self, rollout_id: int) -> None:
         if rollout_id == 1:
-            ray.get(self.actors.trainer.poison_weights_for_test.remote(), timeout=60)
+            ray.get(self.actors.trainer.__ray_call__.remote(poison), timeout=60)
         original(self, rollout_id)
 
     monkeypatch.setattr(loop._Loop, "_step", poison_at_1)

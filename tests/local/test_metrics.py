@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from miles_hydra.backends.local.actors import decode_response
+from miles_hydra.backends.local.evaluate import decode_response
 from miles_hydra.backends.local.metrics import (
     read_records,
     rollout_metrics,

@@ -18,7 +18,7 @@ from miles_hydra.backends.local.models import (
 from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
 from miles_hydra.errors import ConfigError
 
-MTP = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=2, mtp_num_layers=1)
+MTP = SpeculativeConfig(mode=SpecMode.mtp, num_steps=2, mtp_num_layers=1)
 
 
 def _presets() -> dict[str, object]:

@@ -165,10 +165,10 @@ def test_decode_step_traces_as_one_graph(draft_steps: int) -> None:
     fall back to torch on CPU). backend="eager": tracing only, no inductor code generation."""
     import torch._dynamo
 
-    from miles_hydra.backends.local.rollout.sampler import StepSampler
+    from miles_hydra.backends.local.rollout.step_sampler import StepSampler
     from miles_hydra.config.speculative import SpecMode
 
-    spec = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=2) if draft_steps else NO_SPEC
+    spec = SpeculativeConfig(mode=SpecMode.mtp, num_steps=2) if draft_steps else NO_SPEC
     cfg = model_preset("tiny_dense")
     engine = RolloutEngine(cfg, spec, FP32, seed=0, max_batch_size=4, batched_decode=True)
     params = SamplingParams(temperature=1.0, max_new_tokens=6, stop_token_ids=[3])

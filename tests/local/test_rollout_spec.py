@@ -18,7 +18,7 @@ from miles_hydra.config.precision import PrecisionConfig
 from miles_hydra.config.speculative import SpecMode, SpeculativeConfig
 
 FP32 = PrecisionConfig()
-MTP = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=2, mtp_num_layers=1)
+MTP = SpeculativeConfig(mode=SpecMode.mtp, num_steps=2, mtp_num_layers=1)
 NO_SPEC = SpeculativeConfig()
 VOCAB = 6
 NEW_TOKENS = 3  # t1 from the prefill, t2..t3 through one verification step (drafts + bonus)
@@ -146,7 +146,7 @@ def test_chi_square_harness_detects_a_wrong_distribution() -> None:
 def test_speculative_log_probs_equal_full_recompute(temperature: float, batched: bool) -> None:
     """KV rollback: after rejections the cache must hold exactly the accepted prefix."""
     cfg = model_preset("tiny_dense")
-    spec = SpeculativeConfig(name="mtp", mode=SpecMode.mtp, num_steps=3, mtp_num_layers=1)
+    spec = SpeculativeConfig(mode=SpecMode.mtp, num_steps=3, mtp_num_layers=1)
     engine = RolloutEngine(cfg, spec, FP32, seed=3, max_batch_size=4, batched_decode=batched)
     g = torch.Generator().manual_seed(0)
     prompts = [

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.tiny import TINY_MODEL
 
 from miles_hydra.backends.local import checkpoint
-from miles_hydra.backends.local.actors import decode_response
+from miles_hydra.backends.local.evaluate import decode_response
 from miles_hydra.backends.local.rollout import RolloutEngine, SamplingParams
 from miles_hydra.backends.local.train_batch import RolloutBatch
 from miles_hydra.backends.local.trainer import TrainerActor
@@ -20,15 +21,10 @@ from miles_hydra.tasks import build_prompt_source, build_tokenizer
 from miles_hydra.tasks.reward import build_reward_fn
 
 TINY = [
-    "model.hidden_size=32",
-    "model.ffn_hidden_size=64",
-    "model.num_attention_heads=2",
-    "model.num_query_groups=1",
-    "model.kv_channels=16",
+    *TINY_MODEL,
     "rollout.rollout_batch_size=4",
     "rollout.n_samples_per_prompt=4",
     "rollout.rollout_max_response_len=8",
-    "backend.device=cpu",
 ]
 
 
@@ -112,13 +108,19 @@ def test_several_steps_per_rollout_and_sgd_schedule(make_cfg) -> None:
     assert trainer.optimizer.param_groups[0]["lr"] < cfg.algorithm.lr
 
 
+def poison_weights(trainer: TrainerActor) -> None:
+    """Set one policy weight to NaN, as a diverged step would."""
+    with torch.no_grad():
+        next(trainer.policy.lm.parameters()).fill_(math.nan)
+
+
 def test_nan_loss_raises_and_checkpoint_stays_good(make_cfg, tmp_path: Path) -> None:
     cfg = make_cfg()
     trainer = TrainerActor(cfg, pad_id=0)
     batch = rollout(cfg, trainer)
     trainer.train(0, batch)
     good = checkpoint.save(tmp_path, 1, {}, lambda d: trainer.save(str(d)), keep_last=2)
-    trainer.poison_weights_for_test()
+    poison_weights(trainer)
     with pytest.raises(TrainingError, match="non-finite"):
         trainer.train(1, batch)
     assert checkpoint.find_latest(tmp_path) == good

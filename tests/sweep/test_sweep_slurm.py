@@ -1,4 +1,5 @@
-"""Sweeps on the real single-node Slurm: a grid as ONE job array, an Optuna search, the report.
+"""Sweeps on the real single-node Slurm: a grid as ONE job array (with the configured requeue
+limit and python), an Optuna search, the report.
 
 Skipped with a reason when no Slurm node is idle here (``bash scripts/slurm_single_node.sh up``).
 """
@@ -11,27 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import submitit
 from support.slurmenv import NO_SLURM, wait_for_state
+from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.sweep.report import report
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [  # the default task and algorithm on a smaller, faster model: seconds per variant
-    "model.hidden_size=32",
-    "model.ffn_hidden_size=64",
-    "model.num_attention_heads=2",
-    "model.num_query_groups=1",
-    "model.kv_channels=16",
-    "rollout.num_rollout=2",
-    "rollout.rollout_batch_size=4",
-    "rollout.n_samples_per_prompt=2",
-    "rollout.rollout_max_response_len=6",
-    "rollout.eval_interval=null",
-    "data.warmup_sft_steps=0",
-    "backend.device=cpu",
-    "logging.progress_bar=false",
-    "objective_metric=rollout/raw_reward",
-]
+TINY = [*TINY_BARE_RUN, "rollout.num_rollout=2", "objective_metric=rollout/raw_reward"]
 SLURM = [
     "cluster=slurm",
     "cluster.cpus_per_task=1",
@@ -67,11 +55,16 @@ def _launch(tmp_path: Path, *args: str, timeout: int) -> subprocess.CompletedPro
 
 @pytest.mark.timeout(600)
 def test_grid_goes_out_as_one_array_and_the_report_ranks_it(tmp_path):
+    python = tmp_path / "bin" / "python-sweep"  # the configured interpreter: this one, renamed
+    python.parent.mkdir()
+    python.symlink_to(sys.executable)
     _launch(
         tmp_path,
         "algorithm/correction=tis",
         "algorithm.lr=5e-4,2e-3",
         "algorithm.correction.upper=1.5,3",
+        "cluster.max_num_requeue=2",
+        f"cluster.python={python}",
         timeout=560,
     )
     (manifest_path,) = tmp_path.rglob("sweep.json")
@@ -80,6 +73,12 @@ def test_grid_goes_out_as_one_array_and_the_report_ranks_it(tmp_path):
     assert manifest["scheduler"] == "slurm"
     array_id = manifest["array_job_id"]
     assert array_id and array_id.isdigit()
+    submitit_dir = sweep_dir / ".submitit"
+    script = (submitit_dir / array_id / f"{array_id}_submission.sh").read_text()
+    assert f" {python} -u -m submitit.core._submit " in script  # cluster.python
+    for num in range(4):  # cluster.max_num_requeue: the requeues each variant may take
+        pickled = submitit_dir / f"{array_id}_{num}" / f"{array_id}_{num}_submitted.pkl"
+        assert submitit.helpers.DelayedSubmission.load(pickled)._timeout_countdown == 2
     for num in range(4):  # one sbatch: every variant is a task of the same array
         assert wait_for_state(f"{array_id}_{num}", "COMPLETED", timeout_s=60)
         run_dir = sweep_dir / str(num)

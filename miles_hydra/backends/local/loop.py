@@ -21,24 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from miles_hydra.backends.local import checkpoint
-from miles_hydra.backends.local.actors import Actors, EvalRunner, decode_response, ray_session
+from miles_hydra.backends.local.actors import Actors, ray_session
+from miles_hydra.backends.local.evaluate import EvalRunner, decode_response
 from miles_hydra.backends.local.metrics import MetricsLogger, read_records, rollout_metrics
 from miles_hydra.backends.local.train_batch import RolloutBatch
+from miles_hydra.cluster import preemption
 from miles_hydra.config import RunConfig
 from miles_hydra.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-PREEMPTED_KEY = "preempted"
-
-
-def preemption_requested() -> bool:
-    """``miles_hydra.cluster.preemption.requested()``, False when that module is absent."""
-    try:
-        from miles_hydra.cluster import preemption
-    except ImportError:
-        return False
-    return preemption.requested()
 
 
 def train(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -109,13 +100,13 @@ class _Loop:
                 self._step(rollout_id)
                 done = rollout_id + 1
                 last = done == cfg.rollout.num_rollout
-                preempted = not last and preemption_requested()
+                preempted = not last and preemption.requested()
                 if last or preempted or self._save_due(done):
                     self._save(done)
                 if preempted:
                     log.warning("preemption requested: checkpointed after rollout %d", rollout_id)
-                    return {**self._final(), PREEMPTED_KEY: True, "step": rollout_id}
-            return {**self._final(), PREEMPTED_KEY: False}
+                    return {**self._final(), preemption.PREEMPTED_KEY: True, "step": rollout_id}
+            return {**self._final(), preemption.PREEMPTED_KEY: False}
         finally:
             self.logger.close()
 

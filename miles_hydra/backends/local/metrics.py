@@ -188,7 +188,7 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
 def _init_wandb(cfg: RunConfig, run_dir: Path, wandb_id: str | None) -> Any:
     import wandb
 
-    os.environ.setdefault("WANDB_MODE", cfg.logging.wandb_mode)
+    os.environ.setdefault("WANDB_MODE", cfg.logging.wandb_mode.value)
     os.environ.setdefault("WANDB_SILENT", "true")
     run = wandb.init(
         project=cfg.logging.wandb_project,
@@ -197,7 +197,7 @@ def _init_wandb(cfg: RunConfig, run_dir: Path, wandb_id: str | None) -> Any:
         name=run_dir.name,
         id=wandb_id,
         resume="allow" if wandb_id else None,
-        mode=cfg.logging.wandb_mode,
+        mode=cfg.logging.wandb_mode.value,
         dir=str(run_dir),
         config={"run_dir": str(run_dir)},
     )

@@ -11,6 +11,9 @@ renormalized over the top-k when ``norm_topk_prob``. R3 works at that seam:
   on exit; nothing is patched at class level) to use the given ids, with weights gathered from the
   *current* router probabilities at those ids and normalized as the model normally does, so the
   router still receives gradients (miles: ``scores.gather(1, top_indices)``).
+- ``routing_context(lm, routed, input_ids, replay=...)`` is the trainer's seam: one forward
+  under replay of the rollout's ids (``algorithm.use_rollout_routing_replay``), optionally
+  measuring the rollout-vs-trainer routing mismatch.
 
 Layout. ``L`` = number of MoE layers (dense layers are skipped, unlike miles' all-layer arrays),
 in model order; ``K`` = top_k. A per-sequence routing array is int32 ``[T, L, K]``: row t holds
@@ -254,6 +257,48 @@ def batch_routing_mismatch(
         record = stack.enter_context(record_routing(model))
         model(input_ids=input_ids, **forward_kwargs)
     return routing_mismatch_metrics(packed, record.stacked())
+
+
+@contextlib.contextmanager
+def routing_context(
+    lm: nn.Module,
+    routed: Sequence[ArrayLike | None] | None,
+    input_ids: torch.Tensor,
+    *,
+    replay: bool,
+    record: bool = False,
+) -> Iterator[dict[str, float]]:
+    """R3 around one forward of ``lm`` on ``input_ids`` (``[B, S]``, right-padded): with
+    ``replay``, the rollout's expert choices ``routed`` (one rollout record per row) are
+    replayed (indices from the rollout, probabilities from the current router, so the router
+    still learns). With ``record``, the dict it yields is filled after the block with the
+    routing mismatch (``train/routing_mismatch*``) between the rollout and what this forward
+    used (0 under replay). Without ``routed`` (a dense model, the reference) it does nothing."""
+    result: dict[str, float] = {}
+    if routed is None:
+        yield result
+        return
+    routers = moe_routers(lm)
+    per_seq = [_moe_layers_only(lm, a, len(routers)) for a in routed]
+    packed = pack_routing(per_seq, input_ids.shape[1], device=input_ids.device)
+    with contextlib.ExitStack() as stack:
+        if replay:
+            stack.enter_context(replay_routing(lm, packed))
+        recording = stack.enter_context(record_routing(lm)) if record else None
+        yield result
+    if recording is not None:
+        result.update(routing_mismatch_metrics(packed, recording.stacked()))
+
+
+def _moe_layers_only(lm: nn.Module, routed: ArrayLike | None, num_moe: int) -> Any:
+    """The rollout engine records ``[T, num_layers, K]`` with -1 in dense layers; the hooks here
+    want the ``[T, num_moe_layers, K]`` columns of the MoE layers only."""
+    if routed is None or routed.shape[1] == num_moe:
+        return routed
+    moe = [
+        i for i, layer in enumerate(lm.model.layers) if hasattr(getattr(layer, "mlp", None), "gate")
+    ]
+    return routed[:, moe]
 
 
 def _parents(model: nn.Module, routers: list[nn.Module]) -> list[nn.Module]:

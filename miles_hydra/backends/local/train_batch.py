@@ -5,12 +5,15 @@ right-padded ``[B, L]`` sequences (prompt + response; pads only after the last r
 causal attention never sees them and no attention mask or position ids are needed) plus
 ``[B, T]`` response-aligned tensors in the layout of ``miles_hydra.backends.local.algo``: column t is
 the t-th response token, predicted by the logits at sequence position ``prompt_len + t - 1``.
+
+Also the trainer's row helpers over those tensors (micro-batch index chunks, row selection,
+padding back to the rollout width) and miles' per-rollout log of them (``rollout_log``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -113,6 +116,54 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     """miles' per-rollout log: mean over samples of each sample's token mean."""
     per_sample = (values * mask).sum(-1) / mask.sum(-1).clamp_min(1)
     return float(per_sample.mean())
+
+
+def rollout_log(
+    packed: PackedBatch,
+    fwd: dict[str, Any],
+    adv: torch.Tensor,
+    returns: torch.Tensor,
+    normalized_rewards: torch.Tensor,
+) -> dict[str, float]:
+    """miles ``log_rollout_data``: mask-weighted per-sample means of the rollout tensors
+    (``fwd``: the trainer's forward-only ``log_probs`` and, when computed, ``ref_log_probs``
+    and ``values``, all ``[B, T]``)."""
+    mask = packed.loss_mask
+    out = {
+        "rollout/log_probs": masked_mean(fwd["log_probs"], mask),
+        "rollout/rollout_log_probs": masked_mean(packed.rollout_log_probs, mask),
+        "rollout/advantages": masked_mean(adv, mask),
+        "rollout/returns": masked_mean(returns, mask),
+        "rollout/rewards": float(normalized_rewards.mean()),
+        "rollout/response_lengths": float(mask.sum(-1).mean()),
+        "rollout/total_lengths": float(packed.lengths.float().mean()),
+    }
+    if "ref_log_probs" in fwd:
+        out["rollout/ref_log_probs"] = masked_mean(fwd["ref_log_probs"], mask)
+        diff = (fwd["log_probs"] - fwd["ref_log_probs"]).abs() * mask
+        out["rollout/ref_logprob_abs_diff_max"] = float(diff.max())
+    if "values" in fwd:
+        out["rollout/values"] = masked_mean(fwd["values"], mask)
+    return out
+
+
+def select_routed(batch: RolloutBatch, rows: torch.Tensor) -> Optional[list[Any]]:
+    """The R3 routing records of ``rows`` (None when the rollout recorded none)."""
+    if batch.routed_experts is None:
+        return None
+    return [batch.routed_experts[int(i)] for i in rows]
+
+
+def rows_of(
+    fwd: dict[str, torch.Tensor], key: str, rows: torch.Tensor, t: int, device: str
+) -> Optional[torch.Tensor]:
+    """``fwd[key]`` at ``rows``, first ``t`` columns, on ``device``; None when not computed."""
+    return fwd[key][rows, :t].to(device) if key in fwd else None
+
+
+def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad the last dim of ``[B, T]`` with zeros to ``width`` columns."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1])) if x.shape[1] < width else x
 
 
 def split_indices(n: int, size: int) -> list[torch.Tensor]:

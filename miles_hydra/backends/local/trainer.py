@@ -4,14 +4,13 @@ Per rollout (miles §1.6): old-policy log-probs with the current weights (temper
 in the rollout; R3 replays the rollout's expert choices), reference log-probs (frozen copy,
 when the algorithm uses a reference), critic values (ppo) -> advantages over the whole rollout
 -> ``num_steps_per_rollout`` optimizer steps over consecutive global batches, each accumulated
-over micro-batches, with the loss from ``engine.algo`` plus the online MTP loss (draft params
-only) -> metrics. A non-finite loss or gradient raises TrainingError before the optimizer
-touches the weights, so the last checkpoint stays the last good one.
+over micro-batches, with the loss from ``algo`` (handed ``algorithm.*`` as is) plus the online
+MTP loss (draft params only) -> metrics. A non-finite loss or gradient raises TrainingError
+before the optimizer touches the weights, so the last checkpoint stays the last good one.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,26 +20,22 @@ import torch
 from torch import nn
 
 from miles_hydra.backends.local import algo, checkpoint
+from miles_hydra.backends.local.critic import Critic
 from miles_hydra.backends.local.draft import mtp_loss, mtp_loss_scale
 from miles_hydra.backends.local.models import build_policy, load_policy_weights, save_checkpoint_dir
+from miles_hydra.backends.local.r3 import routing_context
+from miles_hydra.backends.local.schedule import lr_lambda
 from miles_hydra.backends.local.train_batch import (
     PackedBatch,
     RolloutBatch,
     pack,
+    pad_to,
+    rollout_log,
+    rows_of,
+    select_routed,
     sft_batch,
     split_indices,
     token_budget_chunks,
-)
-from miles_hydra.backends.local.trainer_parts import (
-    Critic,
-    check_finite,
-    lr_lambda,
-    pad_to,
-    policy_loss_config,
-    rollout_log,
-    routing_context,
-    rows_of,
-    select_routed,
 )
 from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import AdvantageEstimator, Optimizer
@@ -62,6 +57,18 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def check_finite(loss: torch.Tensor, rollout_id: int, metrics: dict[str, Any]) -> None:
+    """TrainingError for a NaN/Inf loss, before backward and the optimizer step."""
+    if torch.isfinite(loss):
+        return
+    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
+    raise TrainingError(
+        f"non-finite loss ({float(loss)}) at rollout {rollout_id} ({parts}): training "
+        "stopped before the optimizer step, the last good checkpoint is kept; lower "
+        "algorithm.lr or algorithm.clip_grad, or check the rewards"
+    )
 
 
 class TrainerActor:
@@ -86,13 +93,13 @@ class TrainerActor:
             self._copy_to_ref()
         self.critic = None
         if cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo:
-            self.critic = Critic(build_policy(cfg.model, None, dtype, self.device, cfg.seed), cfg)
+            trunk = build_policy(cfg.model, None, dtype, self.device, cfg.seed)
+            self.critic = Critic(trunk, cfg.algorithm)
         self.optimizer = self._make_optimizer(self.policy.parameters())
         total = cfg.rollout.num_rollout * cfg.rollout.num_steps_per_rollout
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.algorithm, total)
         )
-        self.loss_config = policy_loss_config(cfg.algorithm)
         self.global_step = 0
         self._sft_optimizer: Optional[torch.optim.Optimizer] = None
 
@@ -132,7 +139,10 @@ class TrainerActor:
         """Log-probs of the response tokens; R3 replay when configured. ``routing`` (a dict)
         receives the rollout-vs-this-forward routing mismatch metrics."""
         record = routing is not None
-        with routing_context(model, routed, self.cfg, mb.input_ids, record) as mismatch:
+        replay = self.cfg.algorithm.use_rollout_routing_replay
+        with routing_context(
+            model.lm, routed, mb.input_ids, replay=replay, record=record
+        ) as mismatch:
             hidden = self._hidden(model, mb)
         if record:
             routing.update(mismatch)
@@ -228,7 +238,7 @@ class TrainerActor:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.cfg.algorithm
         rewards = algo.normalize_rewards_for_estimator(
-            a.advantage_estimator.value,
+            a.advantage_estimator,
             packed.rewards,
             batch.group_size,
             rewards_normalization=a.rewards_normalization,
@@ -236,9 +246,9 @@ class TrainerActor:
         )
         kl = None
         if a.kl_coef != 0 and "ref_log_probs" in fwd:
-            kl = algo.approx_kl(old, fwd["ref_log_probs"], a.kl_loss_type.value)
+            kl = algo.approx_kl(old, fwd["ref_log_probs"], a.kl_loss_type)
         adv, returns = algo.compute_advantages(
-            a.advantage_estimator.value,
+            a.advantage_estimator,
             rewards=rewards,
             loss_mask=packed.loss_mask,
             kl=kl,
@@ -277,14 +287,14 @@ class TrainerActor:
             t = mb.loss_mask.shape[1]
             log_probs, hidden = self._log_probs(self.policy, mb, routed)
             entropy = algo.token_entropy(self._response_logits(self.policy, hidden, mb))
-            if self.loss_config.entropy_coef == 0:
+            if self.cfg.algorithm.entropy_coef == 0:
                 entropy = entropy.detach()  # reported, not trained
             loss, m = algo.compute_policy_loss_and_metrics(
                 log_probs=log_probs,
                 old_log_probs=old[rows, :t].to(self.device),
                 advantages=adv[rows, :t].to(self.device),
                 loss_mask=mb.loss_mask,
-                config=self.loss_config,
+                config=self.cfg.algorithm,
                 rollout_log_probs=mb.rollout_log_probs,
                 ref_log_probs=rows_of(fwd, "ref_log_probs", rows, t, self.device),
                 entropy=entropy,
@@ -406,8 +416,3 @@ class TrainerActor:
             self.critic.load_state_dict(state["critic"])
         checkpoint.set_rng_state(state["rng"])
         return self.global_step
-
-    def poison_weights_for_test(self) -> None:
-        """Set one weight to NaN (tests of the NaN/Inf guard only)."""
-        with torch.no_grad():
-            next(self.policy.lm.parameters()).fill_(math.nan)

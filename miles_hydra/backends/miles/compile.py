@@ -14,7 +14,12 @@ from typing import Any, Optional
 from miles_hydra.backends.miles import sections
 from miles_hydra.backends.miles.dataset import PLACEHOLDER_RUN_DIR
 from miles_hydra.backends.miles.model_args import model_args
-from miles_hydra.config.algorithm import AdvantageEstimator, CorrectionKind, LossAggregation
+from miles_hydra.config.algorithm import (
+    AdvantageEstimator,
+    CorrectionKind,
+    LossAggregation,
+    Optimizer,
+)
 from miles_hydra.config.layout import rollout_gpus
 from miles_hydra.config.logging import Tracker
 from miles_hydra.config.miles_rules import SECRET_ENV_KEYS, validate_for_miles
@@ -153,7 +158,7 @@ def _algorithm_values(cfg: RunConfig) -> dict[str, Any]:
         "use_routing_replay": a.use_rollout_routing_replay,
         "use_rollout_routing_replay": a.use_rollout_routing_replay,
         "calculate_per_token_loss": a.loss_aggregation is LossAggregation.token_mean,
-        "use_distributed_optimizer": a.optimizer.value == "adam",
+        "use_distributed_optimizer": a.optimizer is Optimizer.adam,
         "optimizer": a.optimizer.value,
         "lr": a.lr,
     }

@@ -108,7 +108,7 @@ def _router_args(m: ModelConfig) -> Argv:
         m.moe_router_score_function.value,
         *_switch("--moe-router-enable-expert-bias", m.moe_router_enable_expert_bias),
         "--moe-router-load-balancing-type",
-        m.moe_router_load_balancing_type,
+        m.moe_router_load_balancing_type.value,
     ]
 
 
@@ -271,7 +271,7 @@ def _glm_moe_args(m: ModelConfig) -> Argv:
         "--moe-router-bias-update-rate",
         "0",
         "--moe-router-load-balancing-type",
-        m.moe_router_load_balancing_type,
+        m.moe_router_load_balancing_type.value,
         "--moe-token-dispatcher-type",
         "alltoall",
         "--moe-router-topk",

@@ -21,6 +21,7 @@ from miles_hydra.config.algorithm import AdvantageEstimator, CorrectionKind, Los
 from miles_hydra.config.logging import Tracker
 from miles_hydra.config.miles_rules import OUR_RM_TYPES
 from miles_hydra.config.precision import PrecisionMode
+from miles_hydra.config.reward import RewardType
 from miles_hydra.config.run import RunConfig
 from miles_hydra.config.speculative import SpecMode
 
@@ -76,9 +77,9 @@ def data_args(cfg: RunConfig, run_dir: str) -> Argv:
         *_switch("--rollout-shuffle", d.rollout_shuffle),
     ]
     if rw.rm_type in OUR_RM_TYPES:  # ours, run inside miles (rewards.py); miles ignores rm-type
-        args += ["--custom-rm-path", f"{REWARDS_MODULE}.{rw.rm_type}_reward"]
+        args += ["--custom-rm-path", f"{REWARDS_MODULE}.{rw.rm_type.value}_reward"]
     else:
-        args += ["--rm-type", rw.rm_type]
+        args += ["--rm-type", rw.rm_type.value]
     return args
 
 
@@ -132,7 +133,7 @@ def eval_args(cfg: RunConfig, run_dir: str) -> Argv:
 
 
 def algorithm_args(cfg: RunConfig) -> Argv:
-    """Advantage estimator, clipping, KL, entropy, loss reduction, R3."""
+    """Advantage estimator, clipping, KL, entropy, OPSM, loss reduction, R3."""
     a = cfg.algorithm
     est = a.advantage_estimator
     args = ["--advantage-estimator", est.value]
@@ -158,7 +159,10 @@ def algorithm_args(cfg: RunConfig) -> Argv:
         args += ["--kl-coef", num(a.kl_coef)]
     if a.uses_reference:
         args += ["--kl-loss-type", a.kl_loss_type.value]
+    args += _switch("--use-unbiased-kl", a.use_unbiased_kl)
     args += ["--entropy-coef", num(a.entropy_coef)]
+    if a.use_opsm:
+        args += ["--use-opsm", "--opsm-delta", num(a.opsm_delta)]
     args += _switch("--calculate-per-token-loss", a.loss_aggregation is LossAggregation.token_mean)
     args += _switch("--use-rollout-logprobs", a.use_rollout_logprobs)
     args += _switch("--use-rollout-routing-replay", a.use_rollout_routing_replay)
@@ -185,30 +189,12 @@ def correction_args(cfg: RunConfig) -> Argv:
     return ["--use-tis", "--custom-tis-function-path", MIS_FUNCTION]  # + custom_config_args
 
 
-def mis_config(cfg: RunConfig) -> dict[str, Any]:
-    """The keys miles' mis.py reads from args (set from --custom-config-path after parsing)."""
-    c = cfg.algorithm.correction
-    return {
-        "use_tis": True,
-        "use_rs": c.use_rs,
-        "tis_level": c.level.value,
-        "rs_level": c.level.value,
-        "tis_mode": c.mode.value,
-        "tis_lower_bound": c.lower_bound,
-        "tis_upper_bound": c.upper,
-        "rs_lower_bound": c.rs_lower,
-        "rs_upper_bound": c.rs_upper,
-        "rs_veto_threshold": c.rs_veto_threshold,
-        "tis_batch_normalize": c.batch_normalize,
-    }
-
-
 def custom_config(cfg: RunConfig) -> dict[str, Any]:
     """Keys miles sets on its args from --custom-config-path: MIS settings, our custom reward."""
     config: dict[str, Any] = {}
     if cfg.algorithm.correction.kind is CorrectionKind.mis:
-        config.update(mis_config(cfg))
-    if cfg.reward.rm_type == "custom":
+        config.update(cfg.algorithm.correction.mis_settings())
+    if cfg.reward.rm_type is RewardType.custom:
         config[CUSTOM_RM_KEY] = cfg.reward.custom_rm_path
     return config
 
@@ -232,7 +218,7 @@ def optimizer_args(cfg: RunConfig) -> Argv:
         "--min-lr",
         num(a.min_lr),
         "--lr-decay-style",
-        a.lr_decay_style,
+        a.lr_decay_style.value,
         "--lr-warmup-iters",
         num(a.lr_warmup_iters),
         "--weight-decay",
@@ -372,5 +358,5 @@ def logging_args(cfg: RunConfig) -> Argv:
         lg.wandb_group or cfg.experiment_name,
         *_opt("--wandb-team", lg.wandb_entity),
         "--wandb-mode",
-        lg.wandb_mode,
+        lg.wandb_mode.value,
     ]

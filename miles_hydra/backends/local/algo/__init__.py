@@ -5,6 +5,10 @@ column t = its t-th response token) with a 0/1 ``loss_mask`` of the same shape, 
 docstring says ``[batch]``. Padding positions must carry ``loss_mask == 0``; their values are
 ignored (NaN/Inf there never leaks into a loss, a metric or a gradient).
 
+Settings come in as the schema's own types (``miles_hydra.config.algorithm``: the enums,
+``CorrectionConfig``, ``AlgorithmConfig``); defaults live there only, so a setting the math
+needs is a required argument here.
+
 Modules:
     advantages   reward normalization per prompt group, advantage estimators, whitening
     policy_loss  PPO/GSPO clipped surrogate, dual clip, OPSM, ESS, clipped value loss,
@@ -17,7 +21,6 @@ Modules:
 """
 
 from miles_hydra.backends.local.algo.advantages import (
-    AdvantageEstimator,
     compute_advantages,
     gae_advantages_and_returns,
     grpo_advantages,
@@ -28,22 +31,19 @@ from miles_hydra.backends.local.algo.advantages import (
     reinforce_plus_plus_returns,
 )
 from miles_hydra.backends.local.algo.aggregation import (
-    LossAggregation,
     aggregate,
     aggregate_per_sample,
     masked_mean_per_sample,
     masked_sum_per_sample,
 )
 from miles_hydra.backends.local.algo.corrections import (
-    Correction,
     icepop_weights,
     mismatch_metrics,
     tis_weights,
 )
-from miles_hydra.backends.local.algo.kl import KLType, approx_kl
-from miles_hydra.backends.local.algo.mis import ISLevel, ISMode, MisConfig, mis_weights
+from miles_hydra.backends.local.algo.kl import approx_kl
+from miles_hydra.backends.local.algo.mis import mis_weights
 from miles_hydra.backends.local.algo.objective import (
-    PolicyLossConfig,
     compute_policy_loss_and_metrics,
     compute_value_loss_and_metrics,
 )
@@ -60,14 +60,6 @@ from miles_hydra.backends.local.algo.policy_loss import (
 )
 
 __all__ = [
-    "AdvantageEstimator",
-    "Correction",
-    "ISLevel",
-    "ISMode",
-    "KLType",
-    "LossAggregation",
-    "MisConfig",
-    "PolicyLossConfig",
     "aggregate",
     "aggregate_per_sample",
     "approx_kl",

@@ -7,19 +7,11 @@ response tensors with a 0/1 ``loss_mask``.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 import torch
 
-
-class AdvantageEstimator(enum.Enum):
-    grpo = "grpo"  # group-normalized scalar reward broadcast to every token
-    gspo = "gspo"  # same advantages as grpo; sequence-level ratio in the loss
-    reinforce_plus_plus = "reinforce_plus_plus"  # discounted return of KL-shaped token rewards
-    reinforce_plus_plus_baseline = "reinforce_plus_plus_baseline"  # r̃_i − kl_coef·KL_t
-    ppo = "ppo"  # GAE with a critic
-
+from miles_hydra.config.algorithm import AdvantageEstimator
 
 _GROUP_NORMALIZED = (
     AdvantageEstimator.grpo,
@@ -44,7 +36,7 @@ def normalize_group_rewards(
     rewards: torch.Tensor,
     group_sizes: int | Sequence[int],
     *,
-    std_normalization: bool = True,
+    std_normalization: bool,
     epsilon: float = 1e-6,
 ) -> torch.Tensor:
     """Per prompt group g: ``r̃_i = r_i − mean_g(r)``, then, if ``std_normalization`` (GRPO;
@@ -67,17 +59,16 @@ def normalize_group_rewards(
 
 
 def normalize_rewards_for_estimator(
-    estimator: AdvantageEstimator | str,
+    estimator: AdvantageEstimator,
     rewards: torch.Tensor,
     group_sizes: int | Sequence[int],
     *,
-    rewards_normalization: bool = True,
-    grpo_std_normalization: bool = True,
+    rewards_normalization: bool,
+    grpo_std_normalization: bool,
 ) -> torch.Tensor:
     """miles' dispatch: grpo/gspo/reinforce_plus_plus_baseline get group-mean subtraction when
     ``rewards_normalization``; only grpo/gspo also divide by the group std when
     ``grpo_std_normalization``. Other estimators get the raw rewards (float32 ``[B]``)."""
-    estimator = AdvantageEstimator(getattr(estimator, "value", estimator))
     if estimator not in _GROUP_NORMALIZED or not rewards_normalization:
         return rewards.float()
     use_std = (
@@ -182,15 +173,15 @@ def gae_advantages_and_returns(
 
 
 def compute_advantages(
-    estimator: AdvantageEstimator | str,
+    estimator: AdvantageEstimator,
     *,
     rewards: torch.Tensor,
     loss_mask: torch.Tensor,
     kl: torch.Tensor | None = None,
     values: torch.Tensor | None = None,
-    kl_coef: float = 0.0,
-    gamma: float = 1.0,
-    lambd: float = 1.0,
+    kl_coef: float,
+    gamma: float,
+    lambd: float,
     response_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch to the estimator; returns ``(advantages, returns)``, both ``[B, T]``.
@@ -199,7 +190,6 @@ def compute_advantages(
     ``kl`` is ``approx_kl(log_probs, ref_log_probs, kl_loss_type)`` when ``kl_coef != 0``
     (missing = zeros); grpo/gspo ignore it. ``values`` ([B, T]) are required for ppo.
     """
-    estimator = AdvantageEstimator(getattr(estimator, "value", estimator))
     if kl is None:
         kl = torch.zeros(loss_mask.shape, dtype=torch.float32, device=loss_mask.device)
     if estimator in (AdvantageEstimator.grpo, AdvantageEstimator.gspo):

@@ -20,14 +20,9 @@ per-micro-batch results sum to the global-batch value (what miles' Megatron resc
 
 from __future__ import annotations
 
-import enum
-
 import torch
 
-
-class LossAggregation(enum.Enum):
-    seq_mean_token_mean = "seq_mean_token_mean"  # mean over samples of per-sample token means
-    token_mean = "token_mean"  # mean over all tokens of the batch (--calculate-per-token-loss)
+from miles_hydra.config.algorithm import LossAggregation
 
 
 def _masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,7 +47,7 @@ def masked_mean_per_sample(values: torch.Tensor, mask: torch.Tensor) -> torch.Te
 def aggregate(
     values: torch.Tensor,
     loss_mask: torch.Tensor,
-    mode: LossAggregation | str = LossAggregation.seq_mean_token_mean,
+    mode: LossAggregation,
     *,
     numerator_mask: torch.Tensor | None = None,
     sample_denominators: torch.Tensor | None = None,
@@ -73,7 +68,6 @@ def aggregate(
         num_samples: ``N`` (default ``B``); the global batch size under micro-batching.
         num_tokens: ``M`` (default ``Σ_{i,t} m_{i,t}``); the global token count.
     """
-    mode = LossAggregation(getattr(mode, "value", mode))
     numerator = loss_mask if numerator_mask is None else numerator_mask
     sums = masked_sum_per_sample(values, numerator)
     if mode is LossAggregation.token_mean:
@@ -89,7 +83,7 @@ def aggregate(
 def aggregate_per_sample(
     per_sample: torch.Tensor,
     loss_mask: torch.Tensor,
-    mode: LossAggregation | str = LossAggregation.seq_mean_token_mean,
+    mode: LossAggregation,
     *,
     num_samples: int | None = None,
     num_tokens: float | None = None,
@@ -99,7 +93,6 @@ def aggregate_per_sample(
     seq_mean_token_mean: ``(1/N) Σ_i e_i``
     token_mean:          ``Σ_i e_i · max(Σ_t m_{i,t}, 1) / max(M, 1)``
     """
-    mode = LossAggregation(getattr(mode, "value", mode))
     if mode is LossAggregation.token_mean:
         weights = loss_mask.to(per_sample.dtype).sum(dim=-1).clamp_min(1)
         total = loss_mask.to(per_sample.dtype).sum() if num_tokens is None else num_tokens

@@ -9,8 +9,6 @@ with the *original* loss mask (``aggregation.aggregate``), as miles does.
 
 from __future__ import annotations
 
-import enum
-
 import torch
 
 from miles_hydra.backends.local.algo.aggregation import (
@@ -20,19 +18,12 @@ from miles_hydra.backends.local.algo.aggregation import (
 from miles_hydra.backends.local.algo.kl import LOG_RATIO_CLAMP
 
 
-class Correction(enum.Enum):
-    none = "none"  # no off-policy correction, no mismatch metrics
-    tis = "tis"  # --use-tis: token weights clamp(ρ, tis_clip_low, tis_clip)
-    icepop = "icepop"  # --use-tis + icepop_function: ρ inside [low, high], else 0
-    mis = "mis"  # --use-tis + mis.compute_mis_weights_*: MIS / rejection sampling (MisConfig)
-
-
 def tis_weights(
     train_log_probs: torch.Tensor,
     rollout_log_probs: torch.Tensor,
     *,
-    clip_low: float = 0.0,
-    clip_high: float = 2.0,
+    clip_low: float,
+    clip_high: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Truncated IS (``vanilla_tis_function``): ``w_t = clamp(ρ_t, clip_low, clip_high)``.
 
@@ -53,8 +44,8 @@ def icepop_weights(
     train_log_probs: torch.Tensor,
     rollout_log_probs: torch.Tensor,
     *,
-    clip_low: float = 0.0,
-    clip_high: float = 2.0,
+    clip_low: float,
+    clip_high: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IcePop (``icepop_function``): ``w_t = ρ_t`` if ``clip_low ≤ ρ_t ≤ clip_high`` else 0.
 

@@ -16,19 +16,12 @@ importance ratio ``π_θ/π_old = exp(log π_θ − log π_old)`` (before the lo
 
 from __future__ import annotations
 
-import enum
-
 import torch
+
+from miles_hydra.config.algorithm import KLType
 
 LOG_RATIO_CLAMP = 20.0  # miles' _LOG_RATIO_EXP_CLAMP: |log ratio| bound before exp
 LOW_VAR_KL_CLAMP = 10.0  # low_var_kl result is clamped to [-10, 10]
-
-
-class KLType(enum.Enum):
-    k1 = "k1"  # log ratio
-    k2 = "k2"  # squared log ratio / 2
-    k3 = "k3"  # Schulman k3, non-negative
-    low_var_kl = "low_var_kl"  # k3 with clamps
 
 
 def safe_clamp_log_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
@@ -42,7 +35,7 @@ def safe_clamp_log_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
 def approx_kl(
     log_probs: torch.Tensor,
     log_probs_base: torch.Tensor,
-    kl_type: KLType | str = KLType.k1,
+    kl_type: KLType,
     importance_ratio: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-token KL estimate of ``KL(π ‖ π_base)`` at sampled tokens (same shape as inputs).
@@ -53,7 +46,6 @@ def approx_kl(
     If ``importance_ratio`` w is given the estimate becomes ``w · KL`` (clamped afterwards for
     low_var_kl). Gradients flow through ``log_probs`` (and ``importance_ratio``).
     """
-    kl_type = KLType(getattr(kl_type, "value", kl_type))
     log_ratio = log_probs.float() - log_probs_base.float()
     if kl_type is KLType.k1:
         kl = log_ratio

@@ -17,18 +17,13 @@ losses and metrics of the micro-batches then add up to the global-batch values.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
-from miles_hydra.backends.local.algo.aggregation import (
-    LossAggregation,
-    aggregate,
-    aggregate_per_sample,
-)
-from miles_hydra.backends.local.algo.corrections import Correction, icepop_weights, tis_weights
-from miles_hydra.backends.local.algo.kl import KLType, approx_kl
-from miles_hydra.backends.local.algo.mis import MisConfig, mis_weights
+from miles_hydra.backends.local.algo.aggregation import aggregate, aggregate_per_sample
+from miles_hydra.backends.local.algo.corrections import icepop_weights, tis_weights
+from miles_hydra.backends.local.algo.kl import approx_kl
+from miles_hydra.backends.local.algo.mis import mis_weights
 from miles_hydra.backends.local.algo.policy_loss import (
     clipped_value_loss,
     ess_ratio_per_sample,
@@ -38,58 +33,18 @@ from miles_hydra.backends.local.algo.policy_loss import (
     sequence_ppo_kl,
     token_ppo_kl,
 )
-from miles_hydra.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class PolicyLossConfig:
-    """Plain settings of the policy loss; string values of the enum fields are accepted."""
-
-    eps_clip: float = 0.2  # PPO clip ε_low: ratio lower bound 1 − eps_clip
-    eps_clip_high: float | None = None  # ratio upper bound 1 + eps_clip_high; None = eps_clip
-    eps_clip_c: float | None = None  # dual-clip constant c > 1 for negative advantages
-    use_opsm: bool = False  # off-policy sequence masking (drop A<0 tokens of drifted samples)
-    opsm_delta: float = 1e-4  # OPSM threshold on the sample's mean log π_old − log π_θ
-    gspo: bool = False  # sequence-level (length-normalized) ratio: advantage_estimator=gspo
-    entropy_coef: float = 0.0  # loss −= entropy_coef · entropy
-    use_kl_loss: bool = False  # add (and report) the KL(π_θ ‖ π_ref) loss term
-    kl_loss_coef: float = 0.0  # weight of the KL loss (0 = report only)
-    kl_loss_type: KLType = KLType.k1  # KL estimator of the KL loss
-    use_unbiased_kl: bool = False  # multiply the KL by exp(log π_θ − log π_old)
-    correction: Correction = Correction.none  # off-policy correction of the pg loss
-    tis_clip_low: float = 0.0  # TIS/IcePop lower bound on ρ
-    tis_clip: float = 2.0  # TIS/IcePop upper bound on ρ
-    mis: MisConfig = field(default_factory=MisConfig)  # settings of correction=mis
-    aggregation: LossAggregation = LossAggregation.seq_mean_token_mean  # loss reducer
-
-    def __post_init__(self) -> None:
-        for name, kind in (
-            ("kl_loss_type", KLType),
-            ("correction", Correction),
-            ("aggregation", LossAggregation),
-        ):
-            value = getattr(self, name)  # a string or any enum with the same values
-            object.__setattr__(self, name, kind(getattr(value, "value", value)))
-        if self.eps_clip < 0 or (self.eps_clip_high is not None and self.eps_clip_high < 0):
-            raise ConfigError(
-                "algorithm.eps_clip", self.eps_clip, "and eps_clip_high must be >= 0", "e.g. 0.2"
-            )
-        if self.eps_clip_c is not None and self.eps_clip_c <= 1.0:
-            raise ConfigError(
-                "algorithm.eps_clip_c", self.eps_clip_c, "must be > 1 (dual-clip PPO)", "e.g. 3.0"
-            )
-        if self.tis_clip_low > self.tis_clip:
-            raise ConfigError(
-                "algorithm.tis_clip_low",
-                self.tis_clip_low,
-                f"is above tis_clip={self.tis_clip}",
-                "use tis_clip_low <= tis_clip",
-            )
+from miles_hydra.config.algorithm import (
+    AdvantageEstimator,
+    AlgorithmConfig,
+    CorrectionKind,
+    KLType,
+    LossAggregation,
+)
 
 
 def _aggregator(
     loss_mask: torch.Tensor,
-    cfg: PolicyLossConfig,
+    cfg: AlgorithmConfig,
     sample_denominators: torch.Tensor | None,
     num_samples: int | None,
     num_tokens: float | None,
@@ -100,7 +55,7 @@ def _aggregator(
         return aggregate(
             values,
             loss_mask,
-            cfg.aggregation,
+            cfg.loss_aggregation,
             numerator_mask=numerator_mask,
             sample_denominators=sample_denominators,
             num_samples=num_samples,
@@ -115,17 +70,16 @@ def _apply_correction(
     old_log_probs: torch.Tensor,
     rollout_log_probs: torch.Tensor,
     loss_mask: torch.Tensor,
-    cfg: PolicyLossConfig,
+    cfg: AlgorithmConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Returns ``(pg_loss · w, numerator mask, per-token metrics)`` for ``cfg.correction``."""
-    if cfg.correction is Correction.mis:
-        weights, numerator, metrics = mis_weights(
-            old_log_probs, rollout_log_probs, loss_mask, cfg.mis
-        )
-        return (pg_loss if weights is None else pg_loss * weights), numerator, metrics
-    fn = tis_weights if cfg.correction is Correction.tis else icepop_weights
+    c = cfg.correction
+    if c.kind is CorrectionKind.mis:
+        weights, numerator, metrics = mis_weights(old_log_probs, rollout_log_probs, loss_mask, c)
+        return pg_loss * weights, numerator, metrics
+    fn = tis_weights if c.kind is CorrectionKind.tis else icepop_weights
     weights, metrics = fn(
-        old_log_probs, rollout_log_probs, clip_low=cfg.tis_clip_low, clip_high=cfg.tis_clip
+        old_log_probs, rollout_log_probs, clip_low=c.lower_bound, clip_high=c.upper
     )
     return pg_loss * weights, loss_mask, metrics
 
@@ -136,7 +90,7 @@ def compute_policy_loss_and_metrics(
     old_log_probs: torch.Tensor,
     advantages: torch.Tensor,
     loss_mask: torch.Tensor,
-    config: PolicyLossConfig,
+    config: AlgorithmConfig,
     rollout_log_probs: torch.Tensor | None = None,
     ref_log_probs: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
@@ -151,7 +105,7 @@ def compute_policy_loss_and_metrics(
         old_log_probs: ``[B, T]`` log π_old (trainer-scored; rollout's under bypass).
         advantages: ``[B, T]``.
         loss_mask: ``[B, T]`` 0/1.
-        config: the settings.
+        config: ``algorithm.*`` (clipping, GSPO, OPSM, KL loss, entropy, correction, reducer).
         rollout_log_probs: ``[B, T]`` rollout-engine log-probs; needed by every correction and
             enables train/train_rollout_logprob_abs_diff and train/train_rollout_kl.
         ref_log_probs: ``[B, T]``; needed when ``config.use_kl_loss``.
@@ -169,7 +123,7 @@ def compute_policy_loss_and_metrics(
         rollout_log_probs = torch.where(mask, rollout_log_probs, 0.0).detach()
     reduce = _aggregator(loss_mask, config, sample_denominators, num_samples, num_tokens)
 
-    if config.gspo:
+    if config.advantage_estimator is AdvantageEstimator.gspo:
         ppo_kl = sanitize(sequence_ppo_kl(log_probs, old_log_probs, loss_mask), loss_mask)
     else:
         ppo_kl = sanitize(token_ppo_kl(log_probs, old_log_probs), loss_mask)
@@ -178,7 +132,7 @@ def compute_policy_loss_and_metrics(
         ppo_kl,
         advantages,
         eps_clip=config.eps_clip,
-        eps_clip_high=config.eps_clip_high,
+        eps_clip_high=config.clip_high,
         eps_clip_c=config.eps_clip_c,
     )
 
@@ -190,9 +144,9 @@ def compute_policy_loss_and_metrics(
         pg_loss = pg_loss * keep
 
     numerator, correction_metrics = loss_mask, {}
-    if config.correction is not Correction.none:
+    if config.correction.kind is not CorrectionKind.none:
         if rollout_log_probs is None:
-            raise ValueError(f"correction={config.correction.value} needs rollout_log_probs")
+            raise ValueError(f"correction={config.correction.kind.value} needs rollout_log_probs")
         pg_loss, numerator, correction_metrics = _apply_correction(
             pg_loss, old_log_probs, rollout_log_probs, loss_mask, config
         )
@@ -208,14 +162,14 @@ def compute_policy_loss_and_metrics(
         "train/pg_clipfrac": reduce_numerator(pg_clipfrac),
         "train/ppo_kl": reduce_numerator(ppo_kl),
         "train/ess_ratio": aggregate_per_sample(
-            ess, loss_mask, config.aggregation, num_samples=num_samples, num_tokens=num_tokens
+            ess, loss_mask, config.loss_aggregation, num_samples=num_samples, num_tokens=num_tokens
         ),
     }
     if opsm_clipfrac is not None:
         metrics["train/opsm_clipfrac"] = aggregate_per_sample(
             opsm_clipfrac,
             loss_mask,
-            config.aggregation,
+            config.loss_aggregation,
             num_samples=num_samples,
             num_tokens=num_tokens,
         )
@@ -238,7 +192,7 @@ def _regularizers(
     ref_log_probs: torch.Tensor | None,
     entropy: torch.Tensor | None,
     loss_mask: torch.Tensor,
-    cfg: PolicyLossConfig,
+    cfg: AlgorithmConfig,
     reduce: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``−entropy_coef·reduce(H) + kl_loss_coef·reduce(KL(π_θ‖π_ref))`` and their metrics.
@@ -290,7 +244,7 @@ def compute_value_loss_and_metrics(
     returns: torch.Tensor,
     loss_mask: torch.Tensor,
     value_clip: float,
-    aggregation: LossAggregation | str = LossAggregation.seq_mean_token_mean,
+    aggregation: LossAggregation,
     sample_denominators: torch.Tensor | None = None,
     num_samples: int | None = None,
     num_tokens: float | None = None,

@@ -40,27 +40,27 @@ def ppo_clip_loss(
     advantages: torch.Tensor,
     *,
     eps_clip: float,
-    eps_clip_high: float | None = None,
-    eps_clip_c: float | None = None,
+    eps_clip_high: float,
+    eps_clip_c: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate per token; returns ``(pg_loss_t, pg_clipfrac_t)``.
 
     ``r_t = exp(clamp(−ppo_kl_t, −20, 20))`` (NaN→0, ±Inf→±20 first);
     ``L1 = −r_t·A_t``, ``L2 = −clip(r_t, 1−eps_clip, 1+eps_clip_high)·A_t``,
-    ``L_t = max(L1, L2)``, ``clipfrac_t = 1[L2 > L1]`` (DAPO asymmetric clip;
-    ``eps_clip_high`` None = ``eps_clip``).
-    Dual clip (``eps_clip_c = c > 1``): where ``A_t < 0``, ``L_t = min(−c·A_t, L_t)``.
+    ``L_t = max(L1, L2)``, ``clipfrac_t = 1[L2 > L1]`` (DAPO asymmetric clip).
+    Dual clip (``eps_clip_c = c > 1``; None = off): where ``A_t < 0``,
+    ``L_t = min(−c·A_t, L_t)``.
     Pass sanitized ``ppo_kl``/``advantages`` (see ``sanitize``) so inactive tokens give 0.
     """
-    high = eps_clip if eps_clip_high is None else eps_clip_high
     ratio = safe_clamp_log_ratio(-ppo_kl).exp()
     loss_unclipped = -ratio * advantages
-    loss_clipped = -ratio.clamp(1 - eps_clip, 1 + high) * advantages
+    loss_clipped = -ratio.clamp(1 - eps_clip, 1 + eps_clip_high) * advantages
     pg_loss = torch.maximum(loss_unclipped, loss_clipped)
     clipfrac = torch.gt(loss_clipped, loss_unclipped).float()
     if eps_clip_c is not None:
-        if eps_clip_c <= 1.0:
-            raise ValueError(f"dual-clip constant eps_clip_c must be > 1, got {eps_clip_c}")
+        assert eps_clip_c > 1.0, (
+            f"dual-clip constant must be > 1 (AlgorithmConfig), got {eps_clip_c}"
+        )
         dual = torch.minimum(-eps_clip_c * advantages, pg_loss)
         pg_loss = torch.where(advantages < 0, dual, pg_loss)
     return pg_loss, clipfrac

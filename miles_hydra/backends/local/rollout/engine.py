@@ -13,11 +13,12 @@ GPU path (issues 6 and 8): without R3 recording, plain and speculative decoding 
 verify forward, acceptance, sampling, bookkeeping) captured as a CUDA graph on CUDA
 (graphs.py, step.py), attention through a Triton kernel that reads each slot's own length,
 state on the device, few host syncs. It is the default on CUDA (`batched_decode=None`);
-kwargs `cuda_graphs` / `compile_decode` (or the environment variables
-MILES_ROLLOUT_CUDA_GRAPHS=0 / MILES_ROLLOUT_COMPILE=1) switch graphs off / torch.compile on;
-MILES_ROLLOUT_BATCHED=0 selects the per-slot loop below, which CPU and R3 recording use (MoE
-routing has data-dependent shapes). The cache is preallocated and reused across calls and
-weights are updated in place, so captured graphs stay valid.
+`batched_decode=False` selects the per-slot loop below, which CPU and R3 recording use (MoE
+routing has data-dependent shapes). `cuda_graphs=False` / `compile_decode=True` /
+`attn_kernel=False` switch that loop's graphs off / torch.compile on / the Triton attention
+kernel off. The driver passes these four from `backend.rollout_batched`, `rollout_cuda_graphs`,
+`rollout_compile` and `rollout_attn_kernel` (actors.py). The cache is preallocated and reused
+across calls and weights are updated in place, so captured graphs stay valid.
 """
 
 from __future__ import annotations
@@ -32,12 +33,7 @@ import torch
 
 from miles_hydra.backends.local.models import PolicyModel, build_policy, torch_dtype
 from miles_hydra.backends.local.rollout.decode import BatchedDecoder
-from miles_hydra.backends.local.rollout.graphs import (
-    ENV_COMPILE,
-    ENV_GRAPHS,
-    DecodeStep,
-    maybe_flag,
-)
+from miles_hydra.backends.local.rollout.graphs import DecodeStep
 from miles_hydra.backends.local.rollout.kv import StaticKVCache, cached_forward
 from miles_hydra.backends.local.rollout.routing import RoutingRecorder
 from miles_hydra.backends.local.rollout.sampling import (
@@ -51,8 +47,6 @@ from miles_hydra.backends.local.rollout.sampling import (
 from miles_hydra.config.model import ModelConfig
 from miles_hydra.config.precision import PrecisionConfig
 from miles_hydra.config.speculative import SpeculativeConfig
-
-ENV_BATCHED = "MILES_ROLLOUT_BATCHED"  # "0": the per-slot loop on CUDA too (A/B, debugging)
 
 
 @dataclass
@@ -86,15 +80,14 @@ class RolloutEngine:
         policy: Optional[PolicyModel] = None,
         *,
         batched_decode: Optional[bool] = None,
-        cuda_graphs: Optional[bool] = None,
-        compile_decode: Optional[bool] = None,
-        attn_kernel: Optional[bool] = None,
+        cuda_graphs: bool = True,
+        compile_decode: bool = False,
+        attn_kernel: bool = True,
     ) -> None:
         """`policy`: use this model (cast to the rollout dtype/device) instead of building one.
-        batched_decode: decoding through decode.BatchedDecoder (None = environment
-            MILES_ROLLOUT_BATCHED, default on CUDA only).
-        cuda_graphs / compile_decode / attn_kernel: for that loop (None = environment,
-            default on / off / on); attn_kernel=False attends through SDPA over kv buckets."""
+        batched_decode: decoding through decode.BatchedDecoder (None = on CUDA only).
+        cuda_graphs / compile_decode / attn_kernel: for that loop (CUDA only);
+            attn_kernel=False attends through SDPA over kv buckets."""
         if num_threads:
             torch.set_num_threads(num_threads)
         self.device = torch.device(device)
@@ -111,9 +104,9 @@ class RolloutEngine:
         self.cache: Optional[StaticKVCache] = None
         self._params = self.policy.state_dict(keep_vars=True)
         on_cuda = self.device.type == "cuda"
-        self.batched_decode = maybe_flag(batched_decode, ENV_BATCHED, on_cuda)
-        self.cuda_graphs = maybe_flag(cuda_graphs, ENV_GRAPHS, True)
-        self.compile_decode = maybe_flag(compile_decode, ENV_COMPILE, False)
+        self.batched_decode = on_cuda if batched_decode is None else batched_decode
+        self.cuda_graphs = cuda_graphs
+        self.compile_decode = compile_decode
         self.attn_kernel = attn_kernel
         self._decode_step: Optional[DecodeStep] = None
 

@@ -4,13 +4,13 @@
 On CUDA the whole step (draft chain, target forward, acceptance, sampling, bookkeeping) is
 captured once per (slots, temperature, kv_len) as a `torch.cuda.CUDAGraph` and replayed: one
 launch per step instead of hundreds. Sampling noise comes from a seed tensor the step advances
-in place (sampler.py), so replays draw fresh noise without a host sync.
+in place (step_sampler.py), so replays draw fresh noise without a host sync.
 
 Attention: on CUDA (with Triton) every query reads exactly its slot's positions 0..p through
 `attn_kernel.decode_attention`, so one graph per slot count serves every context length
-(kv_len = the cache length, unused). Without the kernel (MILES_ROLLOUT_ATTN_KERNEL=0, no
-Triton) SDPA attends a fixed `kv_len` bucket (a multiple of `bucket_size` covering every
-active position; one graph per bucket). With `compile_step` the whole step (draft chain,
+(kv_len = the cache length, unused). Without the kernel (`decode_kernel=False`, set by
+`backend.rollout_attn_kernel=false`, or no Triton) SDPA attends a fixed `kv_len` bucket (a
+multiple of `bucket_size` covering every active position; one graph per bucket). With `compile_step` the whole step (draft chain,
 verify forward, acceptance, sampling bookkeeping; the Triton kernels stay opaque custom ops) is
 torch.compile'd (inductor, one graph) before capture, which fuses its small element-wise
 kernels: one compile per slot count (tens of seconds).
@@ -26,33 +26,13 @@ sampling (torch sampler, not capturable) and CPU run the same step eagerly.
 
 from __future__ import annotations
 
-import os
-from typing import Optional
-
 import torch
 
 from miles_hydra.backends.local.models import PolicyModel
 from miles_hydra.backends.local.rollout import attn_kernel
 from miles_hydra.backends.local.rollout.kv import StaticKVCache, cached_forward
-from miles_hydra.backends.local.rollout.sampler import StepSampler
 from miles_hydra.backends.local.rollout.step import DecodeState, advance
-
-ENV_GRAPHS = "MILES_ROLLOUT_CUDA_GRAPHS"  # "0" turns CUDA graphs off (default on, CUDA only)
-ENV_COMPILE = "MILES_ROLLOUT_COMPILE"  # "1" torch.compiles the decode forward before capture
-ENV_ATTN_KERNEL = "MILES_ROLLOUT_ATTN_KERNEL"  # "0": SDPA over kv buckets instead of the kernel
-
-
-def env_flag(name: str, default: bool) -> bool:
-    """A boolean environment switch: "0"/"false"/"off"/"no" = False, other non-empty = True."""
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    return value not in ("0", "false", "off", "no")
-
-
-def maybe_flag(value: Optional[bool], env: str, default: bool) -> bool:
-    """An engine kwarg, or its environment variable when the kwarg is None."""
-    return env_flag(env, default) if value is None else value
+from miles_hydra.backends.local.rollout.step_sampler import StepSampler
 
 
 def _is_moe(policy: PolicyModel) -> bool:
@@ -72,7 +52,7 @@ class DecodeStep:
         seed: int,
         use_graphs: bool,
         compile_step: bool = False,
-        decode_kernel: Optional[bool] = None,
+        decode_kernel: bool = True,
         bucket_size: int = 64,
     ) -> None:
         self.policy, self.cache, self.draft_steps = policy, cache, draft_steps
@@ -82,7 +62,7 @@ class DecodeStep:
         self.use_graphs = use_graphs and on_cuda and not _is_moe(policy)
         self.compile_step = compile_step and self.use_graphs
         self.kernels = on_cuda and attn_kernel.triton_available()
-        self.decode_kernel = self.kernels and maybe_flag(decode_kernel, ENV_ATTN_KERNEL, True)
+        self.decode_kernel = self.kernels and decode_kernel
         self.bucket_size = bucket_size
         self._step_fn = self._eager_step
         if self.compile_step:

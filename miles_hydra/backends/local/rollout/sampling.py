@@ -1,5 +1,9 @@
-"""Sampling math of the rollout engine: filtered sampling distributions, the log-probs the
-trainer sees, and the speculative-sampling acceptance rule.
+"""What the rollout engine samples with and returns, and its reference sampling math.
+
+`SamplingParams` (temperature, top-k/top-p, length cap, stop tokens) and `GenOutput` (one
+response), then the math the per-slot loop uses: filtered sampling distributions, the log-probs
+the trainer sees, and the speculative-sampling acceptance rule. The batched loop draws inside
+its captured step through step_sampler.py, which matches these distributions.
 
 Log-probs are always those of softmax(logits / T) without top-k/top-p filtering (T = 1 when
 greedy), which is what the trainer recomputes. The logits come from the engine's forward in

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from miles_hydra.backends.local.rollout.sampler import StepSampler
+from miles_hydra.backends.local.rollout.step_sampler import StepSampler
 
 MAX_STOPS = 16  # stop-token slots on the device (padded with -1)
 

@@ -1,4 +1,8 @@
-"""Token draws of the batched decode step, capturable in a CUDA graph on CUDA.
+"""Token draws inside the batched decode step (step.py), capturable in a CUDA graph on CUDA.
+
+Only the batched loop (decode.py, step.py) samples through here. What to sample with
+(`SamplingParams`), what comes out (`GenOutput`) and the reference sampling math of the
+per-slot loop are in sampling.py.
 
 `StepSampler` draws one token per row of a logits matrix, optionally excluding one token per
 row (the speculative-sampling residual of a greedy draft: p with the rejected draft removed and
