@@ -5,7 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from miles_hydra.config import register_configs
+from miles_hydra.config.store import register_configs
 from miles_hydra.launch.app import main as app_main
 from miles_hydra.launch.hints import typo_hints
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 
-from miles_hydra.config import materialize, register_configs  # noqa: E402
+from miles_hydra.config.store import materialize, register_configs  # noqa: E402
 from miles_hydra.launch.plan import render_plan  # noqa: E402
 
 

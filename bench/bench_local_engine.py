@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from miles_hydra.config import RunConfig, materialize, register_configs  # noqa: E402
+from miles_hydra.config import RunConfig  # noqa: E402
+from miles_hydra.config.store import materialize, register_configs  # noqa: E402
 
 
 def load_config(overrides: list[str]) -> RunConfig:

@@ -130,7 +130,7 @@ def compose_run_config(overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from miles_hydra.config import materialize, register_configs
+    from miles_hydra.config.store import materialize, register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -14,8 +14,9 @@ from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from miles_hydra.config import RunConfig, register_configs
-from miles_hydra.config import materialize as _materialize
+from miles_hydra.config import RunConfig
+from miles_hydra.config.store import materialize as _materialize
+from miles_hydra.config.store import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"

@@ -1,6 +1,10 @@
-"""Typed config schemas (one dataclass per group) and their registration with Hydra."""
+"""Typed config schemas (one dataclass per group), validation, and their registration with Hydra.
+
+This package file imports only the schemas (plain dataclasses, no Hydra): the reward and task
+code that runs inside miles imports from here. Hydra's side (``register_configs``,
+``materialize``, ``GROUPS``) lives in ``miles_hydra.config.store``.
+"""
 
 from miles_hydra.config.run import Mode, RunConfig
-from miles_hydra.config.store import GROUPS, materialize, register_configs
 
-__all__ = ["GROUPS", "Mode", "RunConfig", "materialize", "register_configs"]
+__all__ = ["Mode", "RunConfig"]

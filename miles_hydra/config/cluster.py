@@ -42,6 +42,7 @@ class ClusterConfig:
     max_num_requeue: int = 3  # requeues allowed when a job hits its time limit
     array_parallelism: int = 16  # most tasks of a sweep array running at once
     wait: bool = True  # the launcher waits for the job and prints its result
+    check_paths: bool = True  # check input paths before submit; false for paths only nodes see
     start_ray: bool = True  # bring up a Ray cluster over the allocation before the job runs
     ray_startup_timeout_s: float = 180.0  # fail if Ray is not up on every node within this time
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Optional
 
 from miles_hydra.errors import ConfigError
 
@@ -30,10 +31,22 @@ class PrecisionConfig:
     fp8_recipe: str = (
         "blockwise"  # Megatron --fp8-recipe: blockwise | mxfp8 | tensorwise (fp8 only)
     )
+    # fp8 / int4_qat on backend=miles: the HF checkpoint SGLang serves (miles --hf-checkpoint),
+    # already block-wise FP8 / W4A16, as miles' recipes do; None = model.hf_checkpoint
+    rollout_checkpoint: Optional[str] = None  # HF checkpoint in the rollout format (FP8 / INT4)
     min_compute_capability: float = 0.0  # GPU compute capability this mode needs (fp8: 9.0)
     env: dict[str, str] = field(default_factory=dict)  # job env vars this mode needs
 
     def validate(self) -> None:
+        quantized = (PrecisionMode.fp8, PrecisionMode.int4_qat)
+        if self.rollout_checkpoint and self.mode not in quantized:
+            raise ConfigError(
+                "precision.rollout_checkpoint",
+                self.rollout_checkpoint,
+                f"is the FP8/INT4 rollout checkpoint; precision={self.mode.value} serves "
+                "model.hf_checkpoint",
+                "drop the key, or use precision=fp8 / int4_qat",
+            )
         if self.mode is PrecisionMode.fp8 and self.fp8_recipe not in (
             "blockwise",
             "mxfp8",

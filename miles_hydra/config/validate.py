@@ -106,18 +106,7 @@ def _check_batches(cfg: RunConfig) -> None:
 
 
 def _check_speculative(cfg: RunConfig) -> None:
-    s = cfg.speculative
-    if (
-        s.mode is SpecMode.mtp
-        and cfg.backend.kind is BackendKind.miles
-        and cfg.model.mtp_num_layers < 1
-    ):
-        raise ConfigError(
-            "speculative",
-            "mtp",
-            f"uses the checkpoint's MTP heads but model={cfg.model.name} has model.mtp_num_layers=0",
-            "use speculative=mtp_online (trains new MTP layers) or speculative=eagle with a draft",
-        )
+    s = cfg.speculative  # MTP drafts on miles need the checkpoint's MTP layers: miles_rules.py
     if s.mode is SpecMode.mtp_online and not s.algorithm:
         raise ConfigError(
             "speculative.algorithm",

@@ -127,8 +127,9 @@ def kv_bytes_per_token(run: RunConfig) -> float:
     return m.num_layers * 2 * kv_heads * m.head_dim * elem
 
 
-def estimate(run: RunConfig) -> MemoryEstimate:
-    """The per-GPU estimate for ``run`` (see ``COUNTED``)."""
+def estimate(run: RunConfig, card_gb: float | None = None) -> MemoryEstimate:
+    """The per-GPU estimate for ``run`` (see ``COUNTED``); ``card_gb``: the memory of the GPU a
+    local run will use, when detected (else ``card_memory_gb``)."""
     p = run.parallelism
     total = run.model.param_count()
     experts = expert_param_count(run)
@@ -145,7 +146,7 @@ def estimate(run: RunConfig) -> MemoryEstimate:
     dp = p.data_parallel_size if distributed else 1
     expert_dp = max(1, p.actor_world_size // expert_shards) if distributed else 1
     opt_params = dense * stage / tp / dp + experts * stage * pp / expert_shards / expert_dp
-    card, card_assumed = card_memory_gb(run)
+    card, card_assumed = (card_gb, False) if card_gb else card_memory_gb(run)
     rd, re = _rollout_bytes(run)
     engine_tp = p.rollout_num_gpus_per_engine
     rollout_w = (dense * rd + experts * re) / engine_tp / GIB

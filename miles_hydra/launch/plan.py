@@ -1,7 +1,8 @@
 """`mode=plan` and `mode=check`: what a validated run will do, where, and whether it fits.
 
-``render_plan`` is a pure function of the RunConfig (it runs nothing, submits nothing);
-``plan_data`` is the same plan as a dict, for tests and tools.
+``render_plan`` is a pure function of the RunConfig and, for a run on this machine, the device
+it will use (``launch.hardware.detect_hardware``: the CPU or the detected GPU); it runs nothing
+and submits nothing. ``plan_data`` is the same plan as a dict, for tests and tools.
 """
 
 from __future__ import annotations
@@ -18,19 +19,26 @@ from miles_hydra.config import RunConfig, layout
 from miles_hydra.config.backend import BackendKind, Device
 from miles_hydra.config.cluster import ClusterKind
 from miles_hydra.errors import ConfigError
+from miles_hydra.launch.hardware import Hardware
 from miles_hydra.launch.memory import COUNTED, MemoryEstimate, estimate
 
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
-def plan_data(run: RunConfig) -> dict[str, Any]:
-    """The plan as plain data: layout, batches and the per-GPU memory estimate."""
+def plan_data(run: RunConfig, hardware: Hardware | None = None) -> dict[str, Any]:
+    """The plan as plain data: layout, batches and the per-GPU memory estimate; ``hardware``:
+    the device of a run on this machine (None: the cluster's view, GPUs as configured)."""
     p, r = run.parallelism, run.rollout
     gpus_per_node = run.cluster.gpus_per_node or p.actor_num_gpus_per_node
     gbs = r.effective_global_batch_size
     dp = p.data_parallel_size
-    mem = estimate(run)
+    on_cpu = hardware is not None and hardware.is_cpu
+    mem = estimate(run, card_gb=hardware.mem_gb if hardware else None)
+    # The local trainer's split (trainer._micro_batches): on the CPU one micro-batch per step.
+    micro = gbs if on_cpu else None if p.use_dynamic_batch_size else p.micro_batch_size
     return {
+        "device": None if hardware is None else hardware.device.value,
+        "device_name": None if hardware is None else hardware.name,
         "backend": run.backend.kind.value,
         "cluster": run.cluster.kind.value,
         "nodes": _nodes(run, gpus_per_node),
@@ -53,13 +61,14 @@ def plan_data(run: RunConfig) -> dict[str, Any]:
         "samples_per_rollout": r.samples_per_rollout,
         "global_batch_size": gbs,
         "num_steps_per_rollout": r.num_steps_per_rollout,
-        "micro_batch_size": None if p.use_dynamic_batch_size else p.micro_batch_size,
+        "micro_batch_size": micro,
         "max_tokens_per_gpu": p.max_tokens_per_gpu,
-        "grad_accumulation": None if p.use_dynamic_batch_size else gbs // (p.micro_batch_size * dp),
+        "grad_accumulation": None if micro is None else gbs // (micro * dp),
         "params_total": mem.dense_params + mem.expert_params,
         "params_experts": mem.expert_params,
         "memory": mem,
-        "warnings": mem.warnings() + advisories(run),
+        # a GPU card's limits do not apply on the CPU
+        "warnings": ([] if on_cpu else mem.warnings()) + advisories(run),
     }
 
 
@@ -87,16 +96,18 @@ def _nodes(run: RunConfig, gpus_per_node: int) -> int:
     return max(run.parallelism.actor_num_nodes, math.ceil(layout.total_gpus(run) / gpus_per_node))
 
 
-def render_plan(run: RunConfig, with_command: bool = True) -> str:
-    """The resolved config as YAML, then the plan; ``with_command=False`` omits the miles argv."""
-    data = plan_data(run)
+def render_plan(run: RunConfig, with_command: bool = True, hardware: Hardware | None = None) -> str:
+    """The resolved config as YAML, then the plan; ``with_command=False`` omits the miles argv;
+    ``hardware`` as in ``plan_data``."""
+    data = plan_data(run, hardware)
+    on_cpu = hardware is not None and hardware.is_cpu
     parts = [
         "# ---- resolved config ----",
         OmegaConf.to_yaml(OmegaConf.structured(run)).rstrip(),
         "# ---- plan ----",
-        *_layout_lines(run, data),
-        *_batch_lines(data),
-        *_memory_lines(data["memory"]),
+        *(_cpu_layout_lines(run, data, hardware) if on_cpu else _layout_lines(run, data, hardware)),
+        *_batch_lines(data, on_cpu),
+        *_memory_lines(data["memory"], hardware),
     ]
     parts += [f"WARNING: {w}" for w in data["warnings"]]
     if with_command and run.backend.kind is BackendKind.miles:
@@ -104,7 +115,18 @@ def render_plan(run: RunConfig, with_command: bool = True) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _layout_lines(run: RunConfig, d: dict[str, Any]) -> list[str]:
+def _cpu_layout_lines(run: RunConfig, d: dict[str, Any], hw: Hardware) -> list[str]:
+    """A local run on this machine's CPU: no GPUs to count."""
+    return [
+        f"backend:   {d['backend']}",
+        f"cluster:   {d['cluster']}, nodes={d['nodes']}",
+        f"device:    CPU ({hw.note})",
+        "training:  on the CPU, one process (TP=PP=CP=DP=1)",
+        f"rollout:   {run.backend.num_engines} engine(s) on the CPU, taking turns with training",
+    ]
+
+
+def _layout_lines(run: RunConfig, d: dict[str, Any], hw: Hardware | None) -> list[str]:
     where = d["cluster"]
     if run.cluster.kind is ClusterKind.slurm:
         where += f" (partition={run.cluster.partition}, {run.cluster.gpus_per_node} GPUs/node)"
@@ -124,12 +146,15 @@ def _layout_lines(run: RunConfig, d: dict[str, Any]) -> list[str]:
         f"placement: {'colocated (train and rollout take turns, offloading)' if d['colocate'] else 'disaggregated'}"
         f"; {d['total_gpus']} GPUs in all",
     ]
-    if run.backend.kind is BackendKind.local:
+    if hw is not None:
+        mem = f", {hw.mem_gb:.1f} GiB" if hw.mem_gb else ""
+        lines.append(f"device:    {hw.name}{mem} ({hw.note}; embedded engine, one device)")
+    elif run.backend.kind is BackendKind.local:
         lines.append(f"device:    {run.backend.device.value} (embedded engine, one device)")
     return lines
 
 
-def _batch_lines(d: dict[str, Any]) -> list[str]:
+def _batch_lines(d: dict[str, Any], on_cpu: bool = False) -> list[str]:
     lines = [
         "batch:     rollout_batch_size x n_samples_per_prompt = global_batch_size x "
         "num_steps_per_rollout",
@@ -137,7 +162,12 @@ def _batch_lines(d: dict[str, Any]) -> list[str]:
         f"{d['global_batch_size']} x {d['num_steps_per_rollout']} = {d['samples_per_rollout']} "
         "samples per rollout",
     ]
-    if d["micro_batch_size"] is None:
+    if on_cpu:
+        lines.append(
+            f"           per step: {d['global_batch_size']} samples in one micro-batch (on the CPU "
+            "a global batch is one micro-batch)"
+        )
+    elif d["micro_batch_size"] is None:
         lines.append(
             f"           dynamic micro-batches of <= {d['max_tokens_per_gpu']} tokens per GPU"
         )
@@ -149,19 +179,33 @@ def _batch_lines(d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _memory_lines(mem: MemoryEstimate) -> list[str]:
-    card = f"{mem.card_gb:.0f} GiB" + (
-        " (assumed NVIDIA H100 80GB; the cluster does not say)" if mem.card_assumed else ""
-    )
-    frac = f"{mem.mem_fraction}" + (
-        " (assumed; rollout.sglang_mem_fraction_static unset)" if mem.mem_fraction_assumed else ""
-    )
+def _memory_lines(mem: MemoryEstimate, hw: Hardware | None = None) -> list[str]:
     params = mem.dense_params + mem.expert_params
-    return [
-        f"memory:    per GPU, card {card}",
+    counts = [
         f"           params {_count(params)} ({_count(mem.expert_params)} in routed experts)",
         f"           train: weights {_gib(mem.weights_gb)} + grads {_gib(mem.grads_gb)} + optimizer "
         f"{_gib(mem.optimizer_gb)} = {_gib(mem.train_gb)}",
+    ]
+    if hw is not None and hw.is_cpu:
+        return [
+            "memory:    in host RAM (the CPU)",
+            *counts,
+            f"           rollout: weights {_gib(mem.rollout_weights_gb)}; KV "
+            f"{mem.kv_bytes_per_token / 1024:.1f} KiB/token",
+            f"           counted: {COUNTED}",
+        ]
+    if hw is not None and hw.mem_gb:
+        card = f"{mem.card_gb:.0f} GiB ({hw.name}, detected)"
+    else:
+        card = f"{mem.card_gb:.0f} GiB" + (
+            " (assumed NVIDIA H100 80GB; the cluster does not say)" if mem.card_assumed else ""
+        )
+    frac = f"{mem.mem_fraction}" + (
+        " (assumed; rollout.sglang_mem_fraction_static unset)" if mem.mem_fraction_assumed else ""
+    )
+    return [
+        f"memory:    per GPU, card {card}",
+        *counts,
         f"           rollout: weights {_gib(mem.rollout_weights_gb)}; KV budget "
         f"{_gib(max(mem.kv_budget_gb, 0.0))} at mem_fraction_static {frac}",
         f"           KV {mem.kv_bytes_per_token / 1024:.1f} KiB/token -> ~{mem.kv_tokens:,} tokens per GPU",

@@ -13,7 +13,8 @@ import submitit
 from omegaconf import DictConfig
 
 from miles_hydra.cluster.submit import make_executor
-from miles_hydra.config import RunConfig, materialize
+from miles_hydra.config import RunConfig
+from miles_hydra.config.store import materialize
 from miles_hydra.errors import ConfigError, MilesHydraError
 from miles_hydra.sweep.manifest import Manifest, Variant, swept_keys
 

@@ -16,6 +16,7 @@ goes through one check: if the function raises, or returns anything but a finite
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import numbers
 import re
@@ -62,7 +63,8 @@ def _as_fraction(value: Any) -> Fraction | None:
 
 
 def load_custom_reward(path: str) -> Callable[..., Any]:
-    """Import ``module:function``; ConfigError naming reward.custom_rm_path if that fails."""
+    """Import ``module:function`` and check it can be called as ``fn(prompt, response, label)``;
+    ConfigError naming reward.custom_rm_path if either fails."""
     key = "reward.custom_rm_path"
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
@@ -90,7 +92,24 @@ def load_custom_reward(path: str) -> Callable[..., Any]:
         fn = getattr(fn, part)
     if not callable(fn):
         raise ConfigError(key, path, f"names {type(fn).__name__} {attr!r}, not a function")
+    _check_signature(path, fn)
     return fn
+
+
+def _check_signature(path: str, fn: Callable[..., Any]) -> None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: it is called as is
+        return
+    try:
+        signature.bind("prompt", "response", "label")
+    except TypeError as exc:
+        raise ConfigError(
+            "reward.custom_rm_path",
+            path,
+            f"takes {signature}, so it cannot be called as fn(prompt, response, label) ({exc})",
+            "define it as def score(prompt: str, response: str, label) -> float",
+        ) from exc
 
 
 def checked(name: str, fn: Callable[[str, str, Any], Any]) -> RewardFn:

@@ -11,9 +11,10 @@ import pytest
 import yaml
 from conftest import compose_config, compose_fast
 
-from miles_hydra.config import GROUPS, RunConfig
+from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import CorrectionConfig
 from miles_hydra.config.backend import BackendKind
+from miles_hydra.config.store import GROUPS
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
@@ -31,8 +32,8 @@ COMPANIONS: dict[str, list[str]] = {
     "parallelism/tp4_ep8": MILES_MOE,
     "parallelism/tp4_ep8_2node": MILES_MOE,
     "parallelism/disagg_tp4_pp4_ep8_8node": MILES_MOE,
-    "precision/fp8": ["model=qwen3_4b"],
-    "precision/int4_qat": ["model=qwen3_30b_a3b"],
+    "precision/fp8": ["model=qwen3_4b", "precision.rollout_checkpoint=/ckpt/Qwen3-4B-FP8"],
+    "precision/int4_qat": ["model=qwen3_30b_a3b", "precision.rollout_checkpoint=/ckpt/INT4"],
     "speculative/eagle": [*MILES_DENSE, "speculative.draft_model_path=/ckpt/eagle"],
     "backend/miles": MILES_DENSE,
     "data/jsonl": ["data.prompt_data=/data/prompts.jsonl"],
@@ -117,7 +118,7 @@ def test_presets_state_only_deltas() -> None:
 
 
 def compose_and_check(cfg) -> RunConfig:
-    from miles_hydra.config import materialize
+    from miles_hydra.config.store import materialize
 
     run = materialize(cfg)
     assert isinstance(run, RunConfig)
@@ -136,14 +137,17 @@ def test_real_model_presets_switch_to_miles(compose) -> None:
 
 
 def test_done_when_combination(compose) -> None:
-    """Issue 2's 'Done when': Qwen3-30B-A3B, fp8, online MTP, GRPO on a multi-node preset."""
+    """Issue 2's 'Done when': Qwen3-30B-A3B, fp8, a speculative draft, GRPO on a multi-node
+    preset (an EAGLE draft: online MTP needs a checkpoint with MTP layers, issue 14)."""
     run = compose_and_check(
         compose(
             [
                 "model=qwen3_30b_a3b",
                 "parallelism=tp4_ep8_2node",
                 "precision=fp8",
-                "speculative=mtp_online",
+                "precision.rollout_checkpoint=/root/models/Qwen3-30B-A3B-FP8",
+                "speculative=eagle",  # Qwen3 checkpoints have no MTP layers for mtp_online (issue 14)
+                "speculative.draft_model_path=/root/models/Qwen3-30B-A3B-EAGLE3",
                 "algorithm=grpo",
             ]
         )

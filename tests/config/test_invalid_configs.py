@@ -233,6 +233,12 @@ INVALID: list[tuple[str, list[str], str, str]] = [
     ),
     ("mtp_without_mtp_heads", [*QWEN4B, "speculative=mtp"], "speculative", "mtp_num_layers=0"),
     (
+        "mtp_online_without_mtp_heads",
+        [*QWEN4B, "speculative=mtp_online"],
+        "speculative",
+        "model=deepseek_v3, model=glm4.5, model=mimo_7b",
+    ),
+    (
         "mtp_online_without_algorithm",
         ["speculative=mtp_online", "speculative.algorithm=''"],
         "speculative.algorithm",

@@ -15,7 +15,7 @@ from miles_hydra.config.backend import BackendConfig
 from miles_hydra.errors import ConfigError
 
 MTP = ["speculative=mtp_online"]
-MILES = ["model=qwen3_4b", "precision=bf16", "speculative=mtp_online"]
+MILES = ["model=mimo_7b", "precision=bf16", "speculative=mtp_online"]  # MiMo ships MTP layers
 
 # (id, overrides, the key ConfigError.key must be, text the message must contain)
 REFUSED_BY_LOCAL: list[tuple[str, list[str], str, str]] = [

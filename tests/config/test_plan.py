@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import compose_fast, materialize
 
+from miles_hydra.config.backend import Device
+from miles_hydra.launch import hardware
+from miles_hydra.launch.hardware import Hardware, detect_hardware
 from miles_hydra.launch.memory import GIB, estimate, expert_param_count
 from miles_hydra.launch.plan import plan_data, render_plan, run_check
 
@@ -16,7 +19,9 @@ DONE_WHEN = [
     "model=qwen3_30b_a3b",
     "parallelism=tp4_ep8_2node",
     "precision=fp8",
-    "speculative=mtp_online",
+    "precision.rollout_checkpoint=/root/models/Qwen3-30B-A3B-FP8",
+    "speculative=eagle",  # Qwen3 checkpoints have no MTP layers for mtp_online (issue 14)
+    "speculative.draft_model_path=/root/models/Qwen3-30B-A3B-EAGLE3",
     "algorithm=grpo",
 ]
 
@@ -159,3 +164,50 @@ def test_advises_single_gpu_for_one_sample_micro_batches_on_cuda() -> None:
     for fix in (["parallelism=single_gpu"], ["parallelism.micro_batch_size=8"], []):
         device = ["backend.device=cuda"] if fix else []
         assert d_warnings(materialize(compose_fast([*device, *fix]))) == []
+
+
+def test_cpu_plan_speaks_of_the_cpu_and_one_micro_batch() -> None:
+    """A local run on the CPU: no GPUs, no assumed H100, one micro-batch per global batch (the
+    local trainer's split on the CPU), no card warnings."""
+    run = materialize(compose_fast(["backend.device=cpu"]))
+    hw = detect_hardware(run)
+    assert hw == Hardware(Device.cpu, "CPU", None, "backend.device=cpu")
+    d = plan_data(run, hw)
+    assert (d["device"], d["micro_batch_size"], d["grad_accumulation"]) == ("cpu", 32, 1)
+    plan = render_plan(run, hardware=hw).split("# ---- plan ----")[1]
+    assert "device:    CPU (backend.device=cpu)" in plan
+    assert "32 samples in one micro-batch" in plan
+    for gpu_talk in ("GPUs", "H100", "per GPU", "grad-accumulation", "KV budget"):
+        assert gpu_talk not in plan
+    big = materialize(
+        compose_fast(["model=qwen3_8b", "precision=bf16", "backend=local", "backend.device=cpu"])
+    )
+    assert "WARNING: training state" not in render_plan(big, hardware=detect_hardware(big))
+
+
+def test_auto_device_without_a_gpu_driver_is_the_cpu(monkeypatch) -> None:
+    monkeypatch.setattr(hardware, "_GPU_DRIVER_PATHS", ("/nonexistent/driver",))
+    hw = detect_hardware(materialize(compose_fast([])))
+    assert hw is not None and hw.is_cpu and "no CUDA device visible" in hw.note
+
+
+def test_gpu_plan_names_the_detected_card_fake_gpu() -> None:
+    """A detected GPU (stand-in: no GPU here): its name and memory instead of the assumed H100;
+    the micro-batches as the trainer splits them on a GPU."""
+    run = materialize(compose_fast(["parallelism=single_gpu"]))
+    hw = Hardware(Device.cuda, "NVIDIA H200", 139.8, "backend.device=auto")
+    plan = render_plan(run, hardware=hw).split("# ---- plan ----")[1]
+    assert "device:    NVIDIA H200, 139.8 GiB (backend.device=auto" in plan
+    assert "card 140 GiB (NVIDIA H200, detected)" in plan and "H100" not in plan
+    assert "dynamic micro-batches of <= 16384 tokens per GPU" in plan
+    mbs = materialize(compose_fast(["parallelism.micro_batch_size=8"]))
+    assert plan_data(mbs, hw)["grad_accumulation"] == 4  # 32 = 8 x DP 1 x 4
+
+
+def test_cluster_and_miles_runs_keep_the_cluster_view() -> None:
+    for overrides in (["cluster=slurm"], ["model=qwen3_4b", "parallelism=tp8", "precision=bf16"]):
+        run = materialize(compose_fast(overrides))
+        assert detect_hardware(run) is None
+        assert render_plan(run, with_command=False) == render_plan(
+            run, with_command=False, hardware=detect_hardware(run)
+        )

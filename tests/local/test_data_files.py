@@ -41,7 +41,11 @@ def test_jsonl_and_parquet_give_the_same_records(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (GOOD + '{"prompt": "3+3=", "label": "6"\n', r"prompts.jsonl:line 4: invalid JSON"),
+        (
+            GOOD + '{"prompt": "3+3=", "label": "6"\n',  # the end of the line: the "}" is missing
+            r"prompts.jsonl:4:32: invalid JSON \(Expecting ',' delimiter\)",
+        ),
+        ('{"prompt": "1+2=", "label": \r\n', r"prompts.jsonl:1:29: invalid JSON \(Expecting value"),
         ('["1+2=", "3"]\n', r"prompts.jsonl:line 1: expected a JSON object, got list"),
         ('{"question": "1+2=", "label": "3"}\n', r"line 1: no 'prompt' field \(data.input_key"),
         ('{"prompt": "1+2="}\n', r"line 1: no 'label' field \(data.label_key=label\)"),
@@ -82,3 +86,13 @@ def test_untokenizable_or_too_long_prompts_name_the_line(tmp_path: Path) -> None
         build('{"prompt": "1+2=", "label": 3}\n{"prompt": "What is 1+2?", "label": 3}\n')
     with pytest.raises(DataError, match=r"line 1: prompt .* has 20 tokens, more than rollout"):
         build('{"prompt": "' + "1+" * 10 + '", "label": 3}\n')
+
+
+def test_max_records_reads_only_the_first(tmp_path: Path) -> None:
+    """The pre-submission check parses the first records; a bad line after them is not read."""
+    path = jsonl(tmp_path, GOOD + "not json\n")
+    assert len(read_prompt_file(path, "prompt", "label", max_records=2)) == 2
+    with pytest.raises(DataError, match=r"prompts.jsonl:4:1: invalid JSON"):
+        read_prompt_file(path, "prompt", "label")
+    table = parquet(tmp_path, {"prompt": ["a", "b", "c"], "label": ["1", "2", "3"]})
+    assert [r.text for r in read_prompt_file(table, "prompt", "label", max_records=2)] == ["a", "b"]

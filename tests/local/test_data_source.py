@@ -116,7 +116,7 @@ def test_file_resume_mid_epoch_and_unshuffled_order(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("preset", ["arithmetic", "countdown", "sorting"])
 def test_every_synthetic_preset_fits_the_default_rollout_limits(compose, preset: str) -> None:
-    from miles_hydra.config import materialize
+    from miles_hydra.config.store import materialize
     from miles_hydra.tasks import build_tokenizer
     from miles_hydra.tasks.reward import build_reward_fn
 

@@ -15,7 +15,8 @@ from support.tiny import TINY_RUN
 
 from miles_hydra.backends.local import checkpoint, loop
 from miles_hydra.backends.local.metrics import read_records
-from miles_hydra.config import RunConfig, materialize
+from miles_hydra.config import RunConfig
+from miles_hydra.config.store import materialize
 from miles_hydra.errors import TrainingError
 
 TINY = [*TINY_RUN, "rollout.eval_interval=2", "data.num_eval_prompts=8", "data.warmup_sft_steps=2"]

@@ -75,3 +75,29 @@ def test_decode_response_marks_ids_outside_the_tokenizer() -> None:
     tok = build_tokenizer(ModelConfig())
     ids = tok.encode("12") + [tok.vocab_size + 3] + tok.encode("3") + [tok.eos_id] + tok.encode("9")
     assert decode_response(tok, ids) == "12\ufffd3"
+
+
+def test_plot_axes_have_units_whole_rollouts_and_name_the_pre_warm_start_point() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from miles_hydra.backends.local.metrics import (
+        BEFORE_WARM_START,
+        EVAL_YLABEL,
+        _draw,
+        _label_axes,
+    )
+
+    records = [{"eval/step": s, "eval/arithmetic": 0.1 * (s + 1)} for s in (-1, 0, 5, 10, 15)]
+    fig, ax = plt.subplots()
+    xs = _draw(ax, records, ["eval/arithmetic"])
+    _label_axes(ax, xs, "eval_accuracy", EVAL_YLABEL, eval_axis=True)
+    fig.canvas.draw()
+    assert ax.get_ylabel() == EVAL_YLABEL and ax.get_xlabel() == "rollouts done"
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0] == BEFORE_WARM_START
+    assert all(label.isdigit() for label in labels[1:]) and "0" in labels
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    plt.close(fig)

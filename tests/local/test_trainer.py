@@ -15,7 +15,8 @@ from miles_hydra.backends.local.evaluate import decode_response
 from miles_hydra.backends.local.rollout import RolloutEngine, SamplingParams
 from miles_hydra.backends.local.train_batch import RolloutBatch
 from miles_hydra.backends.local.trainer import TrainerActor
-from miles_hydra.config import RunConfig, materialize
+from miles_hydra.config import RunConfig
+from miles_hydra.config.store import materialize
 from miles_hydra.errors import TrainingError
 from miles_hydra.tasks import build_prompt_source, build_tokenizer
 from miles_hydra.tasks.reward import build_reward_fn

@@ -77,9 +77,6 @@ def test_combinations_cover_every_preset(miles_combos) -> None:
 
 REFUSAL_REASONS = {  # substring of each refusal's message, by (model, parallelism, spec)
     "needs an MoE model": lambda n: "ep8" in n,
-    "has model.mtp_num_layers=0": lambda n: n.endswith(
-        ("__mtp__bf16", "__mtp__fp8", "__mtp__int4_qat")
-    ),
     "does not divide model.num_query_groups": lambda n: "__tp8" in n,
     "does not divide model.num_layers": lambda n: "pp" in n,
 }
@@ -204,6 +201,7 @@ def test_sglang_free_mapping_and_fp8_env() -> None:
             "model=qwen3_4b",
             "parallelism=tp2",
             "precision=fp8",
+            "precision.rollout_checkpoint=/root/models/Qwen3-4B-FP8",
             "+rollout.sglang.cuda-graph-bs=[1,2,4]",
             "+rollout.sglang.disable-radix-cache=true",
             "+rollout.sglang.enable-metrics=false",

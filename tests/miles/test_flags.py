@@ -85,7 +85,7 @@ def test_check_without_miles_still_runs_the_table(miles_combos, monkeypatch, tmp
 
     monkeypatch.delenv("MILES_ORACLE_PYTHON", raising=False)
     monkeypatch.setenv("MILES_ORACLE_VENV", str(tmp_path / "absent"))
-    run = miles_combos.valid["qwen3_4b__tp8__gspo__mtp_online__fp8"]
+    run = miles_combos.valid["qwen3_4b__tp8__gspo__eagle__fp8"]
     report = check_with_oracle(run)
     assert report.oracle is None and report.flag_problems == [] and report.ok
     assert "miles parser: skipped" in report.render()

@@ -33,7 +33,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def oracle_run(miles_combos):
     argvs = {name: cmd.argv for name, cmd in miles_combos.commands.items()}
-    base = miles_combos.commands["qwen3_4b__tp8__gspo__mtp_online__fp8"].argv
+    base = miles_combos.commands["qwen3_4b__tp8__gspo__eagle__fp8"].argv
     argvs["neg_typo"] = [*base, "--rollout-batchsize", "4"]
     argvs["neg_invariant"] = [*base, "--global-batch-size", "100"]  # last one wins in argparse
     argvs["neg_tp_world"] = [*base, "--tensor-model-parallel-size", "16"]

@@ -30,7 +30,9 @@ HEADLINE = [
     "model=qwen3_30b_a3b",
     "parallelism=tp4_ep8_2node",
     "precision=fp8",
-    "speculative=mtp_online",
+    "precision.rollout_checkpoint=/root/models/Qwen3-30B-A3B-FP8",
+    "speculative=eagle",  # Qwen3 checkpoints have no MTP layers for mtp_online (issue 14)
+    "speculative.draft_model_path=/root/models/Qwen3-30B-A3B-EAGLE3",
     "algorithm=grpo",
 ]
 

@@ -4,8 +4,10 @@ Every model preset meets every parallelism preset once (9 x 7 pairs, on prompt f
 miles reward); algorithm, speculative and precision presets rotate over the pairs so each
 option meets many models and layouts. A few more combinations run synthetic tasks (our
 prompt files under <run_dir>/data, our task and custom rewards).
-Pairs our validation refuses (EP on a dense model, MTP draft on a model without MTP heads, ...)
-stay in ``refused`` with the reason; the rest are ``valid``. Composition is real Hydra.
+Speculative and precision options follow what the checkpoint has (an EAGLE draft where a model
+has no MTP layers, FP8 instead of INT4 QAT on dense models: ``fit_to_checkpoint``). Pairs our
+validation refuses (EP on a dense model, TP over the KV heads, ...) stay in ``refused`` with the
+reason; the rest are ``valid``. Composition is real Hydra.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from miles_hydra.config import RunConfig, materialize, register_configs
+from miles_hydra.config import RunConfig
+from miles_hydra.config.miles_rules import MTP_MODEL_PRESETS
+from miles_hydra.config.store import materialize, register_configs
 from miles_hydra.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -73,11 +77,13 @@ BASE_OVERRIDES = (
 SYNTHETIC_BASE = ("backend=miles", "experiment_name=golden", "output_root=/runs")
 SYNTHETIC_COMBOS = {  # name -> overrides after SYNTHETIC_BASE
     # the headline command: conf defaults data=arithmetic reward=task rollout=default
-    "synthetic__qwen3_30b_a3b__tp4_ep8_2node__grpo__mtp_online__fp8": (
+    "synthetic__qwen3_30b_a3b__tp4_ep8_2node__grpo__eagle__fp8": (
         "model=qwen3_30b_a3b",
         "parallelism=tp4_ep8_2node",
         "precision=fp8",
-        "speculative=mtp_online",
+        "precision.rollout_checkpoint=/root/models/Qwen3-30B-A3B-FP8",
+        "speculative=eagle",
+        "speculative.draft_model_path=/root/models/Qwen3-30B-A3B-EAGLE3",
         "algorithm=grpo",
     ),
     # colocated PPO (rollout GPUs = actor + critic), sorting task, miles-scale rollouts
@@ -125,6 +131,7 @@ def grid_combos() -> list[Combo]:
             algo = ALGORITHMS[(i + j) % len(ALGORITHMS)]
             spec = SPECULATIVE[(i + 2 * j) % len(SPECULATIVE)]
             prec = PRECISIONS[(2 * i + j) % len(PRECISIONS)]
+            spec, prec = fit_to_checkpoint(model, spec, prec)
             overrides = [
                 f"model={model}",
                 f"parallelism={par}",
@@ -137,12 +144,38 @@ def grid_combos() -> list[Combo]:
                 overrides.append(f"algorithm={algo}")
             if spec == "eagle":
                 overrides.append(f"speculative.draft_model_path=/root/models/{model}-eagle3")
+            overrides += rollout_checkpoint(model, prec)
             if model in MOE_MODELS and (i + j) % 2 == 0:
                 overrides.append("algorithm.use_rollout_routing_replay=true")
             overrides += uneven_pipeline(model, par)
             name = "__".join([model, par, algo.replace("+", "_"), spec, prec])
             combos.append(Combo(name.replace(".", "_"), tuple(overrides)))
     return combos
+
+
+def fit_to_checkpoint(model: str, spec: str, precision: str) -> tuple[str, str]:
+    """What miles can run on this checkpoint (miles_rules.py): an EAGLE draft where the model
+    has no MTP layers, FP8 where INT4 QAT would find no routed experts (tests/miles/test_rules.py
+    checks the refusals themselves)."""
+    if spec in ("mtp", "mtp_online") and model not in MTP_MODEL_PRESETS:
+        spec = "eagle"
+    if precision == "int4_qat" and model not in MOE_MODELS:
+        precision = "fp8"
+    return spec, precision
+
+
+ROLLOUT_SUFFIX = {"fp8": "FP8", "int4_qat": "INT4"}  # miles' recipes: <hf_checkpoint>-FP8/-INT4
+
+
+def rollout_checkpoint(model: str, precision: str) -> list[str]:
+    """FP8 / INT4 QAT on miles serve a checkpoint in that format (miles_rules.py): the override
+    naming it, as scripts/run_qwen3_30b_a3b.py names its --rollout-fp8/--rollout-int4 ones."""
+    from omegaconf import OmegaConf
+
+    if precision not in ROLLOUT_SUFFIX:
+        return []
+    hf = OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml").hf_checkpoint
+    return [f"precision.rollout_checkpoint={hf}-{ROLLOUT_SUFFIX[precision]}"]
 
 
 def uneven_pipeline(model: str, parallelism: str) -> list[str]:

@@ -211,18 +211,29 @@ def _init_wandb(cfg: RunConfig, run_dir: Path, wandb_id: str | None) -> Any:
     return run
 
 
-_PLOTS = {
-    "reward": ["rollout/raw_reward"],
-    "mismatch": ["train/train_rollout_logprob_abs_diff", "train/train_rollout_kl"],
-    "timings": ["perf/rollout_time", "perf/train_time", "perf/update_weights_time"],
-    "speculative": ["rollout/spec_accept_length"],
-    "routing": ["train/routing_mismatch"],
+# plot name -> (metrics, y-axis label with units)
+_PLOTS: dict[str, tuple[list[str], str]] = {
+    "reward": (["rollout/raw_reward"], "mean reward per sample"),
+    "mismatch": (
+        ["train/train_rollout_logprob_abs_diff", "train/train_rollout_kl"],
+        "train vs rollout, nats per token",
+    ),
+    "timings": (
+        ["perf/rollout_time", "perf/train_time", "perf/update_weights_time"],
+        "seconds per rollout",
+    ),
+    "speculative": (["rollout/spec_accept_length"], "tokens per verify step"),
+    "routing": (["train/routing_mismatch"], "fraction of tokens"),
 }
+EVAL_YLABEL = "held-out accuracy (fraction correct)"
+DEPTH_YLABEL = "acceptance rate (fraction)"
+BEFORE_WARM_START = "before\nwarm-start"  # the x = -1 evaluation (eval/step -1)
 
 
 def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
     """PNG plots (reward, eval accuracy, mismatch, timings, ...) from a metrics.jsonl; a plot
-    whose metrics no record has (e.g. speculative ones of a run without drafting) is skipped."""
+    whose metrics no record has (e.g. speculative ones of a run without drafting) is skipped.
+    x is the rollout (eval: rollouts done, -1 = before the supervised warm-start)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,36 +241,58 @@ def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
 
     records = read_records(metrics_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    series = {name: keys for name, keys in _PLOTS.items()}
+    series = dict(_PLOTS)
     eval_keys = sorted({k for r in records if "eval/step" in r for k in r if _is_accuracy(k)})
-    series["eval_accuracy"] = eval_keys
+    series["eval_accuracy"] = (eval_keys, EVAL_YLABEL)
     depth_keys = {k for r in records for k in r if k.startswith(DEPTH_RATE_PREFIX)}
-    series["speculative_depth"] = sorted(depth_keys, key=lambda k: (len(k), k))  # depth2 < 10
+    depth_keys_sorted = sorted(depth_keys, key=lambda k: (len(k), k))  # depth2 < depth10
+    series["speculative_depth"] = (depth_keys_sorted, DEPTH_YLABEL)
     written = []
-    for name, keys in series.items():
+    for name, (keys, ylabel) in series.items():
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        drawn = False
-        for key in keys:
-            axis = "eval/step" if key.startswith("eval/") else "step"
-            points = [
-                (r[axis], r[key])
-                for r in records
-                if axis in r and isinstance(r.get(key), (int, float))
-            ]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o", markersize=3, label=key)
-                drawn = True
-        if drawn:
-            ax.set_xlabel("rollout")
-            ax.set_title(name)
-            ax.legend(fontsize=7)
+        xs = _draw(ax, records, keys)
+        if xs:
+            _label_axes(ax, xs, name, ylabel, eval_axis=name == "eval_accuracy")
             fig.tight_layout()
             path = out_dir / f"{name}.png"
             fig.savefig(path, dpi=80)
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _draw(ax: Any, records: list[dict[str, Any]], keys: list[str]) -> set[int]:
+    """One line per metric against its axis (``eval/step`` or ``step``); the x values drawn."""
+    drawn: set[int] = set()
+    for key in keys:
+        axis = "eval/step" if key.startswith("eval/") else "step"
+        points = [
+            (r[axis], r[key]) for r in records if axis in r and isinstance(r.get(key), (int, float))
+        ]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", markersize=3, label=key)
+            drawn.update(int(x) for x in xs)
+    return drawn
+
+
+def _label_axes(ax: Any, xs: set[int], title: str, ylabel: str, eval_axis: bool) -> None:
+    """Units on y, whole rollouts on x, and the pre-warm-start point named."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("rollouts done" if eval_axis else "rollout")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    if -1 in xs:
+        ax.axvline(-0.5, color="grey", linestyle=":", linewidth=1)  # the warm-start between
+        ticks = sorted({-1, *(t for t in ax.get_xticks() if 0 <= t <= max(xs))})
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(
+            FuncFormatter(lambda x, _: BEFORE_WARM_START if x == -1 else f"{x:.0f}")
+        )
+        ax.get_xticklabels()[0].set_horizontalalignment("right")  # clear of the 0 tick
+    ax.legend(fontsize=7)
 
 
 def _is_accuracy(key: str) -> bool:

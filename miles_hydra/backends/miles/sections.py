@@ -47,12 +47,13 @@ def _opt(flag: str, value: Any) -> Argv:
 
 
 def checkpoint_args(cfg: RunConfig, run_dir: str) -> Argv:
-    """Weights in (HF for SGLang, torch_dist ref for Megatron), checkpoints out."""
+    """Weights in (HF for SGLang, in the rollout precision's format; torch_dist ref for
+    Megatron), checkpoints out."""
     ck, m = cfg.checkpoint, cfg.model
     save = ck.save or f"{run_dir}/checkpoints"
     args = [
         "--hf-checkpoint",
-        str(m.hf_checkpoint),
+        str(cfg.precision.rollout_checkpoint or m.hf_checkpoint),
         "--ref-load",
         str(ck.ref_load or m.torch_dist_checkpoint),
     ]
