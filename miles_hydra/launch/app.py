@@ -29,13 +29,12 @@ def main(cfg: DictConfig) -> float | None:
         print(f"miles_hydra: invalid config: {exc}", file=sys.stderr)
         sys.exit(2)
     if run.mode is Mode.plan:
+        from miles_hydra.launch import preflight
         from miles_hydra.launch.hardware import detect_hardware
         from miles_hydra.launch.plan import render_plan
 
         discard_run_dir(cfg.output_root)
         print(render_plan(run, hardware=detect_hardware(run)))
-        from miles_hydra.launch import preflight
-
         print(preflight.render_checks(preflight.run_checks(run)))  # shown; the launcher refuses
         return None
     if run.mode is Mode.check:
