@@ -2,12 +2,22 @@
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
-from miles_hydra.config.store import register_configs
-from miles_hydra.launch.app import main as app_main
+from miles_hydra.launch.help import answer
 from miles_hydra.launch.hints import typo_hints
+
+if __name__ == "__main__":
+    # Answered before Hydra is imported: --help and +describe read conf/ and the schemas only.
+    if (rc := answer(sys.argv[1:])) is not None:
+        sys.exit(rc)
+    if hints := typo_hints(sys.argv[1:]):  # refuse typos with a "did you mean" before Hydra starts
+        print("miles_hydra: invalid override(s):\n  " + "\n  ".join(hints), file=sys.stderr)
+        sys.exit(2)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from miles_hydra.config.store import register_configs  # noqa: E402
+from miles_hydra.launch.app import main as app_main  # noqa: E402
 
 register_configs()
 
@@ -18,7 +28,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    if hints := typo_hints(sys.argv[1:]):  # refuse typos with a "did you mean" before Hydra starts
-        print("miles_hydra: invalid override(s):\n  " + "\n  ".join(hints), file=sys.stderr)
-        sys.exit(2)
     main()

@@ -257,10 +257,13 @@ cmd_up() {
   say "up in $(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
 }
 
-case "${1:-up}" in
-  up) cmd_up ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
-  reset) cmd_reset ;;
-  *) echo "usage: $0 [up|status|down|reset]" >&2; exit 2 ;;
-esac
+# Sourced (scripts/slurm_two_node.sh reuses munge, accounting and the helpers): define only.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  case "${1:-up}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    reset) cmd_reset ;;
+    *) echo "usage: $0 [up|status|down|reset]" >&2; exit 2 ;;
+  esac
+fi

@@ -23,6 +23,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from hydra_plugins.miles_hydra_launcher import resolvers  # noqa: F401  (${launch_id:} in jobs)
+from miles_hydra.sweep import prune
 from miles_hydra.sweep.manifest import IN_JOB_ENV, SWEEP_ID_ENV
 
 if TYPE_CHECKING:
@@ -45,6 +47,21 @@ class MilesHydraLauncher(Launcher):
         self.hydra_context = hydra_context
         self.task_function = task_function
 
+    def validate(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
+        """Compose and validate every variant; on any refusal (ours or Hydra's) print each bad
+        variant with its number and key and exit 2. Called by the sweeper before the sweep
+        directory exists."""
+        from miles_hydra.sweep.variants import SweepValidationError, validate_variants
+
+        assert self.config is not None and self.hydra_context is not None
+        try:
+            validate_variants(
+                self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx
+            )
+        except SweepValidationError as exc:
+            print(f"miles_hydra: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
@@ -60,6 +77,9 @@ class MilesHydraLauncher(Launcher):
                 initial_job_idx,
                 sweep_dir,
             )
+            from miles_hydra.launch.preflight import refuse_failed_variants
+
+            refuse_failed_variants(plan.runs, plan.nums)  # files, reward, checkpoint, Slurm
         except SweepValidationError as exc:
             print(f"miles_hydra: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -84,9 +104,42 @@ class MilesHydraLauncher(Launcher):
             (list(overrides), "hydra.sweep.dir", num, f"job_{num}", state)
             for num, overrides in zip(plan.nums, job_overrides)
         ]
+        n = plan.runs[0].cluster.trials_per_job
+        if n > 1:  # cluster.trials_per_job: n variants side by side in each array task
+            return self._launch_packed(plan, calls, Path(folder), n)
         jobs = submit_array(plan, self, calls, Path(folder))
         log.info(f"submitted {len(jobs)} variants as Slurm array {plan.manifest.array_job_id}")
         return [_result(job) for job in jobs]
+
+    def _launch_packed(
+        self, plan: SweepPlan, calls: list[tuple], folder: Path, n: int
+    ) -> list[JobReturn]:
+        from miles_hydra.sweep.packing import PackedTask
+        from miles_hydra.sweep.variants import submit_array
+
+        packs = [calls[i : i + n] for i in range(0, len(calls), n)]
+        cluster = plan.runs[0].cluster
+        task = PackedTask(self, cluster.gpus_per_node, cluster.ray_startup_timeout_s)
+        dirs = [[str(plan.sweep_dir / str(call[2])) for call in pack] for pack in packs]
+        jobs = submit_array(plan, task, list(zip(packs, dirs)), folder)
+        log.info(
+            f"submitted {len(calls)} variants, {n} per task, as Slurm array "
+            f"{plan.manifest.array_job_id} ({len(jobs)} tasks)"
+        )
+        returns = []
+        for job, pack in zip(jobs, packs):
+            try:
+                outcomes = job.results()[0]
+            except Exception as exc:  # the whole task failed: so did each of its variants
+                outcomes = [(None, f"array task {job.job_id} failed: {exc}")] * len(pack)
+            for (value, error), call in zip(outcomes, pack):
+                ret = JobReturn()
+                ret.status = JobStatus.FAILED if error else JobStatus.COMPLETED
+                ret._return_value = RuntimeError(error) if error else value
+                if error:
+                    log.error(f"variant #{call[2]} (task {job.job_id}) failed: {error}")
+                returns.append(ret)
+        return returns
 
     def __call__(
         self,
@@ -107,13 +160,15 @@ class MilesHydraLauncher(Launcher):
         with open_dict(sweep_config.hydra.job) as job:
             job.id = os.environ.get("SLURM_JOB_ID", job_id)
             job.num = job_num
-        return run_job(
-            hydra_context=self.hydra_context,
-            task_function=self.task_function,
-            config=sweep_config,
-            job_dir_key=job_dir_key,
-            job_subdir_key="hydra.sweep.subdir",
-        )
+        run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+        with prune.watch(run_dir):  # an Optuna trial the pruner stops: checkpoint, end, "pruned"
+            return run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=sweep_config,
+                job_dir_key=job_dir_key,
+                job_subdir_key="hydra.sweep.subdir",
+            )
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """On preemption or time limit: requeue the same variant; it resumes from its checkpoint."""

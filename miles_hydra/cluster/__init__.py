@@ -5,5 +5,9 @@ allocation    what each task of the allocation runs (AllocationTask): Ray head/w
               job function on node 0
 ray_cluster   Ray bring-up with per-job ports, polling readiness, clean stop
 rundir        the run directory and what it records (config, redacted env, git state)
-preemption    Slurm's warning signal -> flag polled by training -> requeue through submitit
+preemption    Slurm's warning signal -> flag polled by training -> requeue through submitit;
+              SIGINT/SIGTERM -> checkpoint and stop
+watch         the launcher's view of a Slurm job from squeue/sacct: dead jobs reported at once
+cleanup       Ray temp dirs of this user's dead jobs, removed when the next job starts
+secrets       the sbatch export allowlist; tracker secrets in a 0600 file, not the job record
 """

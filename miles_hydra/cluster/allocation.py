@@ -28,12 +28,13 @@ from typing import Any, Optional
 
 import submitit
 
-from miles_hydra.cluster import preemption, rundir
+from miles_hydra.cluster import cleanup, preemption, rundir, secrets
 from miles_hydra.cluster.ray_cluster import RaySpec, free_port, head_node, worker_node
 
 log = logging.getLogger(__name__)
 
 JobFn = Callable[[Any, Path], dict]  # job_fn(cfg, run_dir) -> final metrics
+PACK_SLOT_ENV = "MILES_HYDRA_PACK_SLOT"  # "p<k>" for the k-th trial packed into one job
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ def run_allocation_task(
     """
     cluster = cfg.cluster
     task = task_info()
+    secrets.load_secrets()  # tracker credentials sent beside the job, never in its record
+    cleanup.clean_dead_ray_dirs(task.job_id, task.restart)  # what killed jobs left on this node
     run_dir = rundir.job_run_dir(group, task.job_id) if append_job_id else group
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     (run_dir / "ray").mkdir(exist_ok=True)  # rendezvous files of the Ray nodes
@@ -101,7 +104,7 @@ def run_allocation_task(
         num_gpus_per_node=cluster.gpus_per_node,
         startup_timeout_s=cluster.ray_startup_timeout_s,
         rendezvous_dir=run_dir / "ray",
-        attempt_id=f"{task.job_id}_{task.restart}",
+        attempt_id=f"{task.job_id}_{task.restart}{os.environ.get(PACK_SLOT_ENV, '')}",
         dashboard_port=free_port() if ray_job_api else None,
     )
     if task.rank != 0:
@@ -115,11 +118,13 @@ def run_allocation_task(
             result = _run_head(cfg, spec, run_dir, job_fn)
         except BaseException:
             preemption.uninstall()
+            secrets.delete_secrets()
             raise
     stopped_early = result.get(preemption.PREEMPTED_KEY) and preemption.requested()
     if stopped_early and preemption.can_requeue():
         preemption.requeue_and_exit()  # raises SystemExit; the next attempt resumes here
     preemption.uninstall()
+    secrets.delete_secrets()  # the job is over: nothing will read them again
     return result
 
 

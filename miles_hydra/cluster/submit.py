@@ -11,13 +11,14 @@ job array (``submit_jobs``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import submitit
 
-from miles_hydra.cluster import rundir
+from miles_hydra.cluster import preemption, rundir, secrets, watch
 from miles_hydra.cluster.allocation import AllocationTask
 from miles_hydra.config.cluster import ClusterConfig, ClusterKind
 from miles_hydra.errors import ClusterError
@@ -28,9 +29,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def slurm_parameters(cluster: ClusterConfig, job_name: str) -> dict[str, Any]:
-    """SlurmExecutor.update_parameters() arguments for one job of ``cluster`` (pure)."""
+def slurm_parameters(
+    cluster: ClusterConfig, job_name: str, env: Optional[Mapping[str, str]] = None
+) -> dict[str, Any]:
+    """SlurmExecutor.update_parameters() arguments for one job of ``cluster`` (pure given
+    ``env``, the launcher's environment, default ``os.environ``): its ``--export`` is the
+    allowlist of ``miles_hydra.cluster.secrets``, never a secret."""
+    env = os.environ if env is None else env
     srun_args = ["--kill-on-bad-exit=1"]  # one dead node task ends the whole job at once
+    if "ALL" in cluster.export_env:
+        export = "ALL"  # Slurm's default: the whole environment, secrets included
+    else:
+        export = ",".join(secrets.export_names(env, cluster.export_env)) or "NONE"
+        # srun would apply the same list again (SLURM_EXPORT_ENV) and drop what the batch
+        # script itself sets (SUBMITIT_EXECUTOR, cluster.setup): it passes the script's all
+        srun_args.append("--export=ALL")
     if cluster.container_image:
         srun_args.append(f"--container-image={cluster.container_image}")
     if cluster.container_mounts:
@@ -46,9 +59,9 @@ def slurm_parameters(cluster: ClusterConfig, job_name: str) -> dict[str, Any]:
         "srun_args": srun_args,
         "setup": ["export RAY_AUTH_MODE=disabled", *cluster.setup],
         # the job requeues itself on the warning signal (scontrol requeue needs this)
-        "additional_parameters": {"requeue": True, **cluster.sbatch_args},
+        "additional_parameters": {"requeue": True, "export": export, **cluster.sbatch_args},
     }
-    if cluster.gpus_per_node:
+    if cluster.gpus_per_node and cluster.request_gpus:
         params["gpus_per_node"] = cluster.gpus_per_node
     if cluster.mem_gb is not None:
         params["mem"] = f"{cluster.mem_gb}GB"
@@ -60,18 +73,32 @@ def slurm_parameters(cluster: ClusterConfig, job_name: str) -> dict[str, Any]:
     return params
 
 
-def make_executor(cluster: ClusterConfig, folder: Path, job_name: str) -> submitit.Executor:
+def make_executor(
+    cluster: ClusterConfig, folder: Path, job_name: str, env: Optional[Mapping[str, str]] = None
+) -> submitit.Executor:
     """The submitit executor for ``cluster.kind`` (submitit_local or slurm): the only place one
     is built, for single runs and sweep arrays alike.
 
     ``cluster.max_num_requeue`` bounds the requeues after the time limit and ``cluster.python``
     is the interpreter in the job's command line (None: this process's ``sys.executable``).
+    A Slurm job gets the allowlist of ``env`` (default ``os.environ``) and its secrets in a
+    user-only file under ``folder`` (``miles_hydra.cluster.secrets``).
     """
+    env = os.environ if env is None else env
     if cluster.kind is ClusterKind.slurm:
         executor = submitit.SlurmExecutor(
             folder=folder, max_num_timeout=cluster.max_num_requeue, python=cluster.python
         )
-        executor.update_parameters(**slurm_parameters(cluster, job_name))
+        params = slurm_parameters(cluster, job_name, env)
+        extra = params["additional_parameters"]
+        if extra["export"] != "ALL":  # secrets travel in a user-only file, not in the job record
+            found = secrets.secrets_of(env, cluster.export_env)
+            if path := secrets.write_secrets_file(_fixed_part(folder) / "secrets", found):
+                export = f"{secrets.SECRETS_FILE_ENV}={path}"
+                extra["export"] = (
+                    export if extra["export"] == "NONE" else f"{extra['export']},{export}"
+                )
+        executor.update_parameters(**params)
         return executor
     if cluster.kind is ClusterKind.submitit_local:
         executor = submitit.LocalExecutor(
@@ -86,6 +113,13 @@ def make_executor(cluster: ClusterConfig, folder: Path, job_name: str) -> submit
         )
         return executor
     raise ValueError(f"cluster.kind={cluster.kind.value} runs in-process, not through submitit")
+
+
+def _fixed_part(folder: Path) -> Path:
+    """``folder`` up to its first part with a submitit placeholder (``%j``, ``%A``)."""
+    parts = Path(folder).parts
+    fixed = next((i for i, part in enumerate(parts) if "%" in part), len(parts))
+    return Path(*parts[:fixed])
 
 
 def sbatch_script(executor: submitit.SlurmExecutor) -> str:
@@ -112,8 +146,22 @@ def submit_jobs(cfgs: Sequence[RunConfig], group: Path, task: AllocationTask) ->
     return list(futures)
 
 
-def wait_for(job: submitit.Job) -> dict:
-    """Block until ``job`` is done; its task-0 result, or ClusterError with the log paths."""
+def wait_for(job: submitit.Job, run_dir: Optional[Path] = None) -> dict:
+    """Block until ``job`` is done; its task-0 result, or ClusterError with the log paths.
+
+    A Slurm job is watched through the scheduler too (``watch.until_done``): a job that dies
+    without a result is reported within seconds, with its Slurm state, and the ``status.json``
+    of ``run_dir`` is corrected."""
+    if isinstance(job, submitit.SlurmJob):
+        try:
+            watch.until_done(job, run_dir)
+        except ClusterError as exc:  # a Ray node lost mid-job: say which (ray_cluster)
+            from miles_hydra.cluster.ray_cluster import node_failures
+
+            lost = node_failures(run_dir) if run_dir is not None else []
+            if not lost:
+                raise
+            raise ClusterError(f"{exc}\n" + "\n".join(lost)) from exc
     try:
         result = job.results()[0]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as exc:
@@ -148,10 +196,22 @@ def submit_run(cfg: RunConfig, run_dir: Optional[Path], task: AllocationTask) ->
         )
         if not cluster.wait:
             return None
-        result = wait_for(job)
+        try:
+            result = wait_for(job, rundir.job_run_dir(group, job.job_id))
+        except KeyboardInterrupt:
+            raise preemption.RunInterrupted("SIGINT", _stop_waiting(job, cluster)) from None
     assert result is not None  # task 0 always returns a dict
     print(f"miles_hydra: job done: {_summary(result)}", flush=True)
     return result
+
+
+def _stop_waiting(job: submitit.Job, cluster: ClusterConfig) -> str:
+    """Ctrl-C while waiting: a Slurm job is the scheduler's and keeps running; a local
+    subprocess is ours and is cancelled (SIGINT, then it stops like a run here)."""
+    if cluster.kind is ClusterKind.slurm:
+        return f"stopped waiting; job {job.job_id} keeps running in Slurm (scancel {job.job_id})"
+    job.cancel(check=False)
+    return f"interrupted by SIGINT: job {job.job_id} cancelled; logs: {job.paths.stderr}"
 
 
 def _summary(result: dict) -> str:

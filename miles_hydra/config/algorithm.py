@@ -61,6 +61,8 @@ class LRDecayStyle(enum.Enum):
 
 @dataclass
 class CorrectionConfig:
+    """Off-policy correction of the train-inference mismatch (TIS, MIS, IcePop)."""
+
     kind: CorrectionKind = CorrectionKind.none  # which correction
     lower: Optional[float] = None  # lower IS bound; None = 0 for tis, 1/upper for mis/icepop
     upper: float = 2.0  # upper IS bound (miles --tis-clip)

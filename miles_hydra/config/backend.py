@@ -36,6 +36,9 @@ class BackendConfig:
     rollout_attn_kernel: bool = True  # Triton decode attention (CUDA); false = SDPA, kv buckets
     # --- miles ---
     miles_root: str = "/root/miles"  # miles checkout inside the image (train.py lives here)
+    # None = <miles_root>/train.py (train_async.py with rollout.async_training); tests point it
+    # at a stand-in. A relative path is relative to the directory the job starts in.
+    miles_entry: Optional[str] = None  # entry script `ray job submit` runs with miles' argv
     megatron_path: str = "/root/Megatron-LM"  # Megatron-LM fork inside the image (PYTHONPATH)
     ray_address: Optional[str] = None  # Ray dashboard address; None = the job's own cluster
     extra_args: list[str] = field(default_factory=list)  # appended to train.py argv verbatim

@@ -26,6 +26,9 @@ class ClusterConfig:
     qos: Optional[str] = None  # sbatch --qos
     nodes: int = 1  # sbatch --nodes; one task (one Ray node) per node
     gpus_per_node: int = 0  # sbatch --gpus-per-node; also the GPUs each Ray node registers
+    # False where GPUs are no Slurm GRES (whole-node partitions, or the GPU-less CI node that
+    # runs backend=miles with a stand-in entry): Ray still registers gpus_per_node.
+    request_gpus: bool = True  # ask Slurm for gpus_per_node (sbatch --gpus-per-node)
     cpus_per_task: int = 2  # sbatch --cpus-per-task (one task per node); CPUs per Ray node
     mem_gb: Optional[int] = None  # sbatch --mem per node in GB; None = the partition default
     timeout_min: int = 60  # sbatch --time in minutes (also the local executor's timeout)
@@ -37,10 +40,12 @@ class ClusterConfig:
     container_mounts: Optional[str] = None  # pyxis mounts "src:dst,src:dst"
     sbatch_args: dict[str, Any] = field(default_factory=dict)  # more sbatch flags: {reservation: x}
     setup: list[str] = field(default_factory=list)  # shell lines run first (module load ...)
+    export_env: list[str] = field(default_factory=list)  # more env vars for the job (see README)
     python: Optional[str] = None  # interpreter on the nodes; None = the launcher's sys.executable
     signal_delay_s: int = 90  # Slurm sends USR2 this long before the time limit (checkpoint window)
     max_num_requeue: int = 3  # requeues allowed when a job hits its time limit
     array_parallelism: int = 16  # most tasks of a sweep array running at once
+    trials_per_job: int = 1  # sweep variants packed side by side into one job (array task)
     wait: bool = True  # the launcher waits for the job and prints its result
     check_paths: bool = True  # check input paths before submit; false for paths only nodes see
     start_ray: bool = True  # bring up a Ray cluster over the allocation before the job runs
@@ -51,9 +56,11 @@ class ClusterConfig:
         return self.kind is ClusterKind.slurm
 
     def validate(self) -> None:
-        for key in ("nodes", "cpus_per_task", "timeout_min", "array_parallelism"):
+        for key in ("nodes", "cpus_per_task", "timeout_min", "array_parallelism", "trials_per_job"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"cluster.{key}", getattr(self, key), "must be >= 1")
+        if self.trials_per_job > 1:
+            self._validate_packing()
         if self.gpus_per_node < 0:
             raise ConfigError("cluster.gpus_per_node", self.gpus_per_node, "must be >= 0")
         if self.mem_gb is not None and self.mem_gb < 1:
@@ -91,6 +98,24 @@ class ClusterConfig:
                 self.container_mounts,
                 "needs cluster.container_image",
                 "set cluster.container_image=<image> or drop the mounts",
+            )
+
+    def _validate_packing(self) -> None:
+        """Packed trials share one node: equal whole-GPU shares."""
+        n = self.trials_per_job
+        if self.nodes != 1:
+            raise ConfigError(
+                "cluster.trials_per_job",
+                n,
+                f"packs trials on one node (cluster.nodes={self.nodes})",
+                "set cluster.nodes=1 or cluster.trials_per_job=1",
+            )
+        if self.gpus_per_node % n:
+            raise ConfigError(
+                "cluster.trials_per_job",
+                n,
+                f"must divide cluster.gpus_per_node={self.gpus_per_node} (equal GPU shares)",
+                "e.g. 8 one-GPU trials: cluster.gpus_per_node=8 cluster.trials_per_job=8",
             )
 
     def _validate_not_slurm(self) -> None:

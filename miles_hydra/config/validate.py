@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from miles_hydra.config.algorithm import AdvantageEstimator
+from miles_hydra.config.algorithm import AdvantageEstimator, CorrectionKind
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.config.cluster import ClusterKind
 from miles_hydra.config.data import DataSource
@@ -33,6 +33,7 @@ def validate_run(cfg: RunConfig) -> None:
     _check_algorithm(cfg)
     _check_precision(cfg)
     _check_resources(cfg)
+    _check_rollout_modes(cfg)
     if cfg.backend.kind is BackendKind.local:
         _check_local_backend(cfg)
     else:
@@ -182,6 +183,29 @@ def _check_resources(cfg: RunConfig) -> None:
         )
 
 
+def _check_rollout_modes(cfg: RunConfig) -> None:
+    """Off-policy data (resumed partial samples, the one-step-off pipeline) needs a correction."""
+    r, a = cfg.rollout, cfg.algorithm
+    corrected = a.use_rollout_logprobs or a.correction.kind is not CorrectionKind.none
+    if r.partial_rollout and not (r.mask_offpolicy_in_partial_rollout or corrected):
+        raise ConfigError(
+            "rollout.partial_rollout",
+            True,
+            "resumes samples under newer weights, so their earlier tokens are off-policy; "
+            "that needs an off-policy correction or masking those tokens",
+            "set algorithm.correction=tis (or mis), or "
+            "rollout.mask_offpolicy_in_partial_rollout=true",
+        )
+    if r.async_training and not corrected:
+        raise ConfigError(
+            "rollout.async_training",
+            True,
+            "trains on rollouts one weight update old (one-step-off pipeline); that needs an "
+            "off-policy correction",
+            "set algorithm.correction=tis (or mis, or algorithm.use_rollout_logprobs=true)",
+        )
+
+
 def _check_local_backend(cfg: RunConfig) -> None:
     m, p, pr = cfg.model, cfg.parallelism, cfg.precision
     if m.family not in LOCAL_FAMILIES:
@@ -259,12 +283,14 @@ def _check_miles_backend(cfg: RunConfig) -> None:
             "is required by backend=miles (SGLang loads it)",
             "set model.hf_checkpoint=/path/to/hf/model",
         )
-    if not (cfg.checkpoint.ref_load or m.torch_dist_checkpoint):
+    if not (cfg.checkpoint.ref_load or m.torch_dist_checkpoint) and m.convert.value == "never":
         raise ConfigError(
             "checkpoint.ref_load",
             None,
-            "is required by backend=miles: Megatron loads torch_dist weights",
-            "convert with miles tools/convert_hf_to_torch_dist.py and set checkpoint.ref_load=<dir>",
+            "is required by backend=miles with model.convert=never: Megatron loads torch_dist "
+            "weights",
+            "set model.convert=auto (the job converts model.hf_checkpoint once, then reuses it) "
+            "or checkpoint.ref_load=<dir>",
         )
     if cfg.data.source is DataSource.file and not cfg.data.prompt_data:
         raise ConfigError("data.prompt_data", None, "is required", "set data.prompt_data=<file>")

@@ -35,7 +35,10 @@ def main(cfg: DictConfig) -> float | None:
 
         discard_run_dir(cfg.output_root)
         print(render_plan(run, hardware=detect_hardware(run)))
-        print(preflight.render_checks(preflight.run_checks(run)))  # shown; the launcher refuses
+        checks = preflight.run_checks(run)
+        print(preflight.render_checks(checks))
+        if preflight.failures(checks):  # rc 2 like the launcher's refusal
+            sys.exit(2)
         return None
     if run.mode is Mode.check:
         from miles_hydra.launch.plan import run_check

@@ -234,7 +234,11 @@ def _command_lines(run: RunConfig) -> list[str]:
         f"  {k}=<redacted>" if SECRET.search(k) else f"  {k}={shlex.quote(str(v))}"
         for k, v in sorted(cmd.env.items())
     ]
+    from miles_hydra.backends.miles.convert import plan_lines
+
+    prepare = [f"  {line}" for line in plan_lines(run)]  # HF -> torch_dist conversion first
     return [
+        *(["prepare (before the miles job):", *prepare] if prepare else []),
         "command:",
         *env,
         "  " + shlex.join([str(cmd.entry), *map(str, cmd.argv)]),

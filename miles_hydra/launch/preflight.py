@@ -12,7 +12,8 @@ files, the Python path and the Slurm cluster before anything starts or is submit
 ``cluster.check_paths=false`` skips the file checks, for paths only the cluster's nodes see.
 ``run_checks`` returns one :class:`Check` per item; ``passes`` (the launcher's gate, which then
 exits 2) logs warnings and prints one line per failure; ``render_checks`` is the ``mode=plan``
-section (shown, not enforced: a plan may be of a config meant for another machine).
+section (every check shown; ``mode=plan`` then exits 2 if one failed, like the launcher);
+``refuse_failed_variants`` is the sweep launcher's gate, once per distinct variant.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +78,8 @@ def render_checks(checks: list[Check]) -> str:
         lines.append("(nothing to check beyond validation)")
     if failed := failures(checks):
         lines.append(
-            f"{len(failed)} check(s) failed: launching this config is refused (rc 2) until they "
-            f"pass; {SKIP_PATHS} skips the file checks for paths only the cluster's nodes see"
+            f"{len(failed)} check(s) failed: this config is refused (rc 2) until they pass; "
+            f"{SKIP_PATHS} skips the file checks for paths only the cluster's nodes see"
         )
     return "\n".join(lines) + "\n"
 
@@ -97,6 +99,30 @@ def report_failures(checks: list[Check]) -> list[Check]:
     for c in failed:
         print(f"miles_hydra: check failed: {c.detail}", file=sys.stderr)
     return failed
+
+
+def refuse_failed_variants(runs: Sequence[RunConfig], nums: Sequence[int]) -> None:
+    """The sweep launcher's gate, before anything of the sweep runs or is submitted: the checks
+    of every variant (once per distinct set of checked inputs: files, reward, checkpoint,
+    cluster); SweepValidationError names each variant whose checks fail, with key and fix."""
+    from miles_hydra.sweep.variants import SweepValidationError
+
+    done: dict[str, list[Check]] = {}
+    errors = []
+    for num, run in zip(nums, runs):
+        inputs = repr((run.data, run.reward, run.checkpoint, run.cluster, run.backend.kind))
+        if inputs not in done:
+            done[inputs] = run_checks(run)
+            for c in done[inputs]:
+                if c.status is Status.warning:
+                    log.warning("pre-submission check %s: %s", c.key, c.detail)
+        errors += [f"  variant #{num}: {c.detail}" for c in failures(done[inputs])]
+    if errors:
+        bad = len({line.split(":")[0] for line in errors})
+        raise SweepValidationError(
+            f"{bad} of {len(runs)} sweep variants fail their pre-submission checks; nothing was "
+            "submitted:\n" + "\n".join(errors)
+        )
 
 
 # ---------------------------------------------------------------- files
@@ -138,6 +164,9 @@ def _reward_checks(run: RunConfig) -> list[Check]:
     try:
         load_custom_reward(path)
     except ConfigError as exc:
+        if exc.why and not exc.fix:  # every refusal says what to do
+            fix = "point it at 'module:function' where function(prompt, response, label) -> float"
+            exc = ConfigError(exc.key, exc.value, exc.why, fix)
         return [Check(key, Status.failed, str(exc))]
     except Exception as exc:  # the user's module raised while being imported
         why = f"raised {type(exc).__name__} while importing: {exc}"

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
+from miles_hydra.cluster import preemption
 from miles_hydra.cluster.allocation import AllocationTask
 from miles_hydra.cluster.submit import submit_run
 from miles_hydra.config import RunConfig
@@ -39,16 +41,43 @@ def run_backend(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def run_with_status(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """run_backend with ``status.json`` kept current (read by the sweep report)."""
+    """run_backend with ``status.json`` kept current (read by the sweep report).
+
+    SIGINT/SIGTERM (outside Slurm) stop the run: a checkpoint after the current step if it
+    comes quickly, state ``interrupted``, and :class:`RunInterrupted` out of here."""
     write_status(run_dir, "running")
-    try:
-        result = run_backend(cfg, run_dir)
-    except BaseException as exc:
-        write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
-        log.debug(traceback.format_exc())
-        raise
+    with preemption.stop_on_signals() as stop:
+        try:
+            result = run_backend(cfg, run_dir)
+        except BaseException as exc:
+            # stopped by a signal: also what broke because of it (a Ctrl-C reaches Ray too)
+            if stop.signal_name or isinstance(exc, KeyboardInterrupt):
+                name = stop.signal_name or getattr(exc, "signal_name", None) or "SIGINT"
+                write_status(run_dir, "interrupted", signal=name, checkpointed=False)
+                log.debug(traceback.format_exc())
+                detail = _interrupted(cfg, name, run_dir, None)
+                raise preemption.RunInterrupted(name, detail) from None
+            write_status(run_dir, "failed", error=f"{type(exc).__name__}: {exc}")
+            log.debug(traceback.format_exc())
+            raise
+    if stop.signal_name is not None and result.get(preemption.PREEMPTED_KEY):
+        step = result.get("step")
+        write_status(run_dir, "interrupted", signal=stop.signal_name, checkpointed=True, step=step)
+        raise preemption.RunInterrupted(
+            stop.signal_name, _interrupted(cfg, stop.signal_name, run_dir, step)
+        )
     write_status(run_dir, "preempted" if result.get("preempted") else "completed")
     return result
+
+
+def _interrupted(cfg: RunConfig, signal_name: str, run_dir: Path, step: int | None) -> str:
+    if step is None:
+        return f"interrupted by {signal_name} (no checkpoint of this step); run dir {run_dir}"
+    ckpt = cfg.checkpoint.save or run_dir / "checkpoints"
+    return (
+        f"interrupted by {signal_name}: checkpointed after rollout {step}; run dir {run_dir}; "
+        f"continue with checkpoint.load={ckpt}"
+    )
 
 
 def allocation_task(cfg: RunConfig) -> AllocationTask:
@@ -74,8 +103,16 @@ def _is_number(value: Any) -> bool:
 
 
 def launch_run(cfg: RunConfig, run_dir: Path | None) -> float | None:
-    """Hand a single run to the configured cluster; return its objective."""
-    metrics = submit_run(cfg, run_dir, allocation_task(cfg))
+    """Hand a single run to the configured cluster; return its objective. Interrupted
+    (SIGINT/SIGTERM): one line, no traceback, exit code 128 + the signal."""
+    try:
+        metrics = submit_run(cfg, run_dir, allocation_task(cfg))
+    except preemption.RunInterrupted as exc:
+        print(f"miles_hydra: {exc.detail}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("miles_hydra: interrupted by SIGINT", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     return None if metrics is None else objective_value(cfg, metrics)
 
 

@@ -1,8 +1,19 @@
 """Sweep report: ``python -m miles_hydra.sweep.report <sweep_dir> [--metric KEY] [--mode max|min]``.
 
-Collects every variant's metrics (also while jobs still run), writes ``report/summary.csv``,
-``report/summary.md`` and plots (final metric against each swept parameter; the metric's curve
-per variant), and names the best variant. Failed and pending variants are listed as such.
+Collects every variant's metrics (also while jobs still run) and writes ``report/``:
+
+- ``summary.md``: the verdict, then one row per setting (variants that differ only by
+  ``seed`` aggregated: mean, 95% confidence interval, n) and one row per variant;
+- ``groups.csv`` and ``summary.csv``: the same two tables;
+- ``curves.png`` (the metric against rollouts, one line per setting with its 95% band),
+  ``final_vs_<key>.png`` (final value against each swept key, with error bars) and, for a
+  2-D grid, ``heatmap.png``; ``best.json``.
+
+The x axis is the rollout (the ``step`` of rollout records, ``eval/step`` = rollouts done for
+evaluations), never a line number; the evaluation before the warm-start (``eval/step`` -1) is
+not a result. A running variant shows its latest value, marked as such. The best setting is
+named only when it beats the runner-up beyond noise (``miles_hydra.sweep.stats``); otherwise
+the tie is reported.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from miles_hydra.sweep.manifest import METRICS, Manifest, Variant, read_status, swept_keys
+from miles_hydra.sweep.stats import SEED_KEY, Group, Ranking, make_groups, rank
 
 FALLBACK_METRIC = "rollout/raw_reward"
 
@@ -25,12 +37,14 @@ FALLBACK_METRIC = "rollout/raw_reward"
 class Row:
     num: int  # variant number
     params: dict[str, str]  # swept key -> value
-    state: str  # pending | running | completed | failed | preempted | unknown
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, metric)
+    state: str  # pending | running | completed | failed | preempted | pruned | unknown
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (rollout, metric), sorted
+    rollouts: int = 0  # rollouts finished (highest rollout ``step`` + 1)
     error: str = ""  # failure reason, if any
 
     @property
     def final(self) -> float | None:
+        """The last value (of a running variant: its latest, not its final)."""
         return self.curve[-1][1] if self.curve else None
 
 
@@ -69,6 +83,31 @@ def pick_metric(records: list[dict[str, Any]]) -> str:
     return evals[0] if evals else FALLBACK_METRIC
 
 
+def metric_curve(records: list[dict[str, Any]], metric: str) -> list[tuple[int, float]]:
+    """(rollout, value) of ``metric``: evaluations on ``eval/step`` (those before the warm-start
+    dropped), everything else on ``step``; a step logged twice keeps its last value."""
+    axis = "eval/step" if "eval/step" in _axes_of(records, metric) else "step"
+    points: dict[int, float] = {}
+    for r in records:
+        value, x = r.get(metric), r.get(axis)
+        if isinstance(x, int) and x >= 0 and _is_number(value):
+            points[x] = float(value)
+    return sorted(points.items())
+
+
+def _axes_of(records: list[dict[str, Any]], metric: str) -> set[str]:
+    return {a for r in records if metric in r for a in ("step", "eval/step") if a in r}
+
+
+def rollouts_done(records: list[dict[str, Any]]) -> int:
+    steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
+    return max(steps) + 1 if steps else 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[Row], list[str], str]:
     variants, swept = load_variants(sweep_dir)
     all_records = {v.num: read_metrics(sweep_dir / v.run_dir) for v in variants}
@@ -82,116 +121,169 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[Row], list
             if key.lstrip("+~") in swept:
                 params[key.lstrip("+~")] = value
         status = read_status(sweep_dir / v.run_dir)
-        curve = [
-            (int(r.get("step", i)), float(r[metric]))
-            for i, r in enumerate(all_records[v.num])
-            if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])
-        ]
+        records = all_records[v.num]
         rows.append(
-            Row(v.num, params, status.get("state", "unknown"), curve, status.get("error", ""))
+            Row(
+                v.num,
+                params,
+                status.get("state", "unknown"),
+                metric_curve(records, metric),
+                rollouts_done(records),
+                status.get("error", ""),
+            )
         )
     return rows, swept, metric
 
 
-def best_row(rows: list[Row], mode: str) -> Row | None:
-    done = [r for r in rows if r.final is not None and r.state == "completed"]
-    candidates = done or [r for r in rows if r.final is not None]
-    if not candidates:
-        return None
-    return (max if mode == "max" else min)(candidates, key=lambda r: r.final)
+def group_rows(rows: list[Row], mode: str) -> tuple[list[Group], Ranking]:
+    groups = make_groups([(r.num, r.params, r.state, r.final) for r in rows])
+    return groups, rank(groups, mode)
+
+
+def verdict(ranking: Ranking, metric: str, mode: str, states: dict[str, int] | None = None) -> str:
+    """One line: the best setting, or why none is named."""
+    if not ranking.order:
+        if states and set(states) - {"pending", "running"}:
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            return f"No setting has a finished {metric} to rank ({counts})."
+        return f"No variant has reported {metric} yet."
+    pre = "Provisional (no variant finished): " if ranking.provisional else ""
+    if ranking.best is None:
+        tied = "; ".join(_describe(g) for g in ranking.ties)
+        how = "within their 95% confidence intervals" if ranking.tested else "with equal values"
+        return f"{pre}No best: {len(ranking.ties)} settings tie {how} ({mode} {metric}): {tied}."
+    runner = ranking.order[1] if len(ranking.order) > 1 else None
+    beyond = (
+        "beyond the 95% intervals of every other setting"
+        if ranking.tested
+        else "(single seed per setting: not tested against noise; sweep seed=1,2,3 to test it)"
+    )
+    vs = f", runner-up {_describe(runner)}" if runner is not None else ""
+    return f"{pre}Best ({mode} {metric}): {_describe(ranking.best)} {beyond}{vs}."
+
+
+def _describe(g: Group) -> str:
+    params = " ".join(f"{k}={v}" for k, v in g.params.items()) or "(no swept key)"
+    return f"{params} -> {_mean_ci(g)}"
+
+
+def _mean_ci(g: Group) -> str:
+    if g.mean is None:
+        return ""
+    if g.half_width is None:
+        return f"{g.mean:.4g} (n={g.n})"
+    return f"{g.mean:.4g} ± {g.half_width:.2g} (n={g.n})"
 
 
 def write_tables(
-    rows: list[Row], swept: list[str], metric: str, out: Path, best: Row | None
+    rows: list[Row],
+    groups: list[Group],
+    ranking: Ranking,
+    swept: list[str],
+    metric: str,
+    mode: str,
+    out: Path,
 ) -> str:
     out.mkdir(parents=True, exist_ok=True)
-    header = ["variant", *swept, "state", "steps", f"final {metric}", "best"]
-    table = []
-    for r in rows:
-        final = "" if r.final is None else f"{r.final:.4g}"
-        mark = "*" if best is not None and r.num == best.num else ""
-        steps = str(r.curve[-1][0]) if r.curve else ""
-        table.append(
-            [str(r.num), *(r.params.get(k, "") for k in swept), r.state, steps, final, mark]
+    states = _states(rows)
+    keys = [k for k in swept if k != SEED_KEY]
+    marks = {id(g): "tie" for g in ranking.ties}
+    if ranking.best is not None:
+        marks[id(ranking.best)] = "best"
+    ranks = {id(g): i + 1 for i, g in enumerate(ranking.order)}
+    g_header = [
+        *keys,
+        "n",
+        f"mean {metric}",
+        "ci95 low",
+        "ci95 high",
+        "variants",
+        "rank",
+        "verdict",
+    ]
+    g_table = []
+    for g in groups:
+        ci = g.ci
+        g_table.append(
+            [
+                *(g.params.get(k, "") for k in keys),
+                str(g.n) + (" (running)" if g.partial else ""),
+                "" if g.mean is None else f"{g.mean:.4g}",
+                "" if ci is None else f"{ci[0]:.4g}",
+                "" if ci is None else f"{ci[1]:.4g}",
+                " ".join(str(n) for n in g.nums),
+                str(ranks.get(id(g), "")),
+                marks.get(id(g), ""),
+            ]
         )
-    with open(out / "summary.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(table)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in table]
-    markdown = "\n".join(lines) + "\n"
+    group_of = {n: g for g in groups for n in g.nums}
+    v_header = ["variant", *swept, "state", "rollouts", "at rollout", metric, "final", "verdict"]
+    v_table = []
+    for r in rows:
+        at, value = (str(r.curve[-1][0]), f"{r.curve[-1][1]:.4g}") if r.curve else ("", "")
+        final = "yes" if r.curve and r.state == "completed" else ("latest" if r.curve else "")
+        v_table.append(
+            [
+                str(r.num),
+                *(r.params.get(k, "") for k in swept),
+                r.state,
+                str(r.rollouts),
+                at,
+                value,
+                final,
+                marks.get(id(group_of[r.num]), ""),
+            ]
+        )
+    _write_csv(out / "groups.csv", g_header, g_table)
+    _write_csv(out / "summary.csv", v_header, v_table)
+    markdown = "\n".join(
+        [
+            verdict(ranking, metric, mode, states),
+            "",
+            "Settings (variants differing only by seed aggregated; 95% CI of the mean):",
+            "",
+            _markdown(g_header, g_table),
+            "Variants:",
+            "",
+            _markdown(v_header, v_table),
+        ]
+    )
     (out / "summary.md").write_text(markdown)
     return markdown
 
 
-def write_plots(rows: list[Row], swept: list[str], metric: str, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for key in swept:
-        points = [(r.params.get(key), r.final) for r in rows if r.final is not None]
-        if not points:
-            continue
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        xs = [_as_number(x) for x, _ in points]
-        if all(isinstance(x, float) for x in xs):
-            ax.scatter(xs, [y for _, y in points])
-            if min(xs) > 0 and max(xs) / min(xs) >= 100:
-                ax.set_xscale("log")
-        else:
-            ax.scatter([str(x) for x, _ in points], [y for _, y in points])
-        ax.set_xlabel(key)
-        ax.set_ylabel(f"final {metric}")
-        ax.grid(alpha=0.3)
-        path = out / f"final_vs_{key.replace('/', '_').replace('.', '_')}.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in rows:
-        if r.curve:
-            label = f"#{r.num} " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items())
-            ax.plot([s for s, _ in r.curve], [v for _, v in r.curve], label=label, marker=".")
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    if any(r.curve for r in rows):
-        ax.legend(fontsize=7)
-    path = out / "curves.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [*paths, path]
+def _write_csv(path: Path, header: list[str], table: list[list[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table)
 
 
-def _as_number(value: str | None) -> float | str | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return value
+def _markdown(header: list[str], table: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    return "\n".join(lines) + "\n"
 
 
 def report(sweep_dir: Path, metric: str | None = None, mode: str = "max") -> dict[str, Any]:
+    from miles_hydra.sweep.report_plots import write_plots
+
     rows, swept, metric = collect(sweep_dir, metric)
-    best = best_row(rows, mode)
+    groups, ranking = group_rows(rows, mode)
     out = sweep_dir / "report"
-    markdown = write_tables(rows, swept, metric, out, best)
-    plots = write_plots(rows, swept, metric, out)
-    states: dict[str, int] = {}
-    for r in rows:
-        states[r.state] = states.get(r.state, 0) + 1
+    markdown = write_tables(rows, groups, ranking, swept, metric, mode, out)
+    plots = write_plots(rows, groups, swept, metric, out)
+    states = _states(rows)
     summary = {
         "metric": metric,
         "mode": mode,
         "states": states,
-        "best": None
-        if best is None
-        else {"variant": best.num, "params": best.params, "value": best.final},
+        "verdict": verdict(ranking, metric, mode, states),
+        "best": None if ranking.best is None else _group_json(ranking.best),
+        "tested": ranking.tested,
+        "provisional": ranking.provisional,
+        "ties": [_group_json(g) for g in ranking.ties],
+        "groups": [_group_json(g) for g in ranking.order],
         "table": markdown,
         "plots": [str(p) for p in plots],
     }
@@ -199,6 +291,23 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str = "max") -> dic
         json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2)
     )
     return summary
+
+
+def _states(rows: list[Row]) -> dict[str, int]:
+    states: dict[str, int] = {}
+    for r in rows:
+        states[r.state] = states.get(r.state, 0) + 1
+    return states
+
+
+def _group_json(g: Group) -> dict[str, Any]:
+    return {
+        "variants": g.nums,
+        "params": g.params,
+        "value": g.mean,
+        "ci95": None if g.ci is None else list(g.ci),
+        "n": g.n,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,14 +324,6 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(args.sweep_dir, args.metric, args.mode)
     print(summary["table"])
     print("states:", ", ".join(f"{k}={v}" for k, v in sorted(summary["states"].items())))
-    best = summary["best"]
-    if best is None:
-        print(f"no variant has reported {summary['metric']} yet")
-    else:
-        params = " ".join(f"{k}={v}" for k, v in best["params"].items())
-        print(
-            f"best ({summary['mode']} {summary['metric']}): variant {best['variant']} {params} -> {best['value']:.4g}"
-        )
     print(f"report written to {args.sweep_dir / 'report'}")
     return 0
 

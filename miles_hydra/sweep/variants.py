@@ -34,14 +34,14 @@ class SweepPlan:
     sweep_dir: Path  # holds the manifest and one run directory per variant
 
 
-def plan_sweep(
+def validate_variants(
     config_loader: Any,
     config: DictConfig,
     job_overrides: Sequence[Sequence[str]],
     initial_job_idx: int,
-    sweep_dir: Path,
-) -> SweepPlan:
-    """Compose and validate each variant; raise SweepValidationError listing every bad one."""
+) -> list[RunConfig]:
+    """Compose and validate each variant; raise SweepValidationError listing every bad one
+    (ours, and what Hydra itself refuses: a value of the wrong type, an unknown option)."""
     runs, errors = [], []
     nums = [initial_job_idx + i for i in range(len(job_overrides))]
     for num, overrides in zip(nums, job_overrides):
@@ -50,13 +50,26 @@ def plan_sweep(
             runs.append(materialize(composed))
         except ConfigError as exc:
             errors.append(f"  variant #{num} ({' '.join(overrides)}): {exc}")
-        except Exception as exc:  # Hydra composition errors (unknown group option, typo)
-            errors.append(f"  variant #{num} ({' '.join(overrides)}): {_first_line(exc)}")
+        except Exception as exc:  # Hydra composition errors (wrong type, unknown option)
+            errors.append(f"  variant #{num} ({' '.join(overrides)}): {hydra_error(exc)}")
     if errors:
         raise SweepValidationError(
             f"{len(errors)} of {len(job_overrides)} sweep variants are invalid; nothing was "
             "submitted:\n" + "\n".join(errors)
         )
+    return runs
+
+
+def plan_sweep(
+    config_loader: Any,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    sweep_dir: Path,
+) -> SweepPlan:
+    """Validate every variant (:func:`validate_variants`), then write the manifest."""
+    runs = validate_variants(config_loader, config, job_overrides, initial_job_idx)
+    nums = [initial_job_idx + i for i in range(len(job_overrides))]
     kinds = {run.cluster.kind.value for run in runs}
     if len(kinds) > 1:
         raise SweepValidationError(
@@ -103,6 +116,19 @@ def _existing_or_new_manifest(sweep_dir: Path, run: RunConfig, scheduler: str) -
     )
 
 
-def _first_line(exc: Exception) -> str:
+def hydra_error(exc: BaseException) -> str:
+    """Hydra's refusal in our message shape: ``<key>=<value> <why>`` when OmegaConf names the
+    key (a value of the wrong type), else Hydra's first line (unknown option, typo)."""
+    cause = exc.__cause__
+    key = getattr(cause, "full_key", None)
+    if key:
+        why = str(getattr(cause, "msg", cause)).strip().splitlines()[0]
+        value = getattr(cause, "value", None)
+        shown = f"={value!r}" if value is not None else ""
+        return f"{key}{shown} is refused by Hydra: {why}"
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

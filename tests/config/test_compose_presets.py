@@ -89,6 +89,8 @@ def test_compose_option(group: str, option: str) -> None:
     for key, value in _preset_values(CONF / group / f"{option}.yaml").items():
         got = getattr(node, key)
         got = got.name if isinstance(got, enum.Enum) else got
+        if isinstance(got, list):  # e.g. logging.trackers: a list of enums
+            got = [g.name if isinstance(g, enum.Enum) else g for g in got]
         assert got == value, f"{group}/{option}.yaml sets {key}={value!r}; the config has {got!r}"
 
 

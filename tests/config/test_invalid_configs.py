@@ -331,7 +331,7 @@ INVALID: list[tuple[str, list[str], str, str]] = [
     ),
     (
         "miles_without_ref_load",
-        [*QWEN4B, "model.torch_dist_checkpoint=null"],
+        [*QWEN4B, "model.torch_dist_checkpoint=null", "model.convert=never"],
         "checkpoint.ref_load",
         "torch_dist",
     ),
@@ -575,3 +575,86 @@ def test_cli_refuses_before_anything_runs(tmp_path: Path, overrides: list[str], 
     made = [p for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert all(".hydra" in p.parts or p.suffix == ".log" for p in made), made
     assert not list(out.rglob(".submitit")) if out.exists() else True
+
+
+# Partial rollout, over-sampling, dynamic sampling, staleness (issue 16): key and message text.
+ROLLOUT_MODE_INVALID: list[tuple[str, list[str], str, str]] = [
+    (
+        "over_sampling_below_batch",
+        ["rollout.over_sampling_batch_size=4"],
+        "rollout.over_sampling_batch_size",
+        ">= rollout.rollout_batch_size=8",
+    ),
+    (
+        "mask_offpolicy_without_partial",
+        ["rollout.mask_offpolicy_in_partial_rollout=true"],
+        "rollout.mask_offpolicy_in_partial_rollout",
+        "rollout.partial_rollout=true",
+    ),
+    (
+        "partial_without_correction_or_mask",
+        ["rollout.partial_rollout=true"],
+        "rollout.partial_rollout",
+        "off-policy correction",
+    ),
+    (
+        "custom_filter_without_path",
+        ["rollout.dynamic_sampling=custom"],
+        "rollout.dynamic_sampling_filter_path",
+        "required",
+    ),
+    (
+        "filter_path_without_custom",
+        ["rollout.dynamic_sampling_filter_path=a.b:c"],
+        "rollout.dynamic_sampling_filter_path",
+        "dynamic_sampling=custom",
+    ),
+    (
+        "filter_path_not_a_function",
+        ["rollout.dynamic_sampling=custom", "rollout.dynamic_sampling_filter_path=filters"],
+        "rollout.dynamic_sampling_filter_path",
+        "package.module:function",
+    ),
+    (
+        "unknown_dynamic_sampling",
+        ["rollout.dynamic_sampling=all_std"],
+        "rollout.dynamic_sampling",
+        "nonzero_std",
+    ),
+    (
+        "staleness_zero",
+        ["rollout.partial_rollout=true", "algorithm=grpo_tis", "rollout.max_weight_staleness=0"],
+        "rollout.max_weight_staleness",
+        ">= 1",
+    ),
+    (
+        "staleness_without_off_policy_data",
+        ["rollout.max_weight_staleness=2"],
+        "rollout.max_weight_staleness",
+        "every sample is on-policy",
+    ),
+    (
+        "local_async_without_correction",
+        [
+            "rollout.async_training=true",
+            "parallelism.colocate=false",
+            "parallelism.rollout_num_gpus=1",
+        ],
+        "rollout.async_training",
+        "off-policy correction",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "text"),
+    [c[1:] for c in ROLLOUT_MODE_INVALID],
+    ids=[c[0] for c in ROLLOUT_MODE_INVALID],
+)
+def test_rollout_mode_configs_name_key(overrides: list[str], key: str, text: str) -> None:
+    with pytest.raises((ConfigError, OmegaConfBaseException)) as info:
+        materialize(compose_fast(overrides))
+    exc = info.value
+    named = exc.key if isinstance(exc, ConfigError) else getattr(exc, "full_key", "")
+    assert named == key, str(exc)
+    assert text in str(exc), str(exc)

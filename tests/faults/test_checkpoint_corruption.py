@@ -26,6 +26,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.fault("truncated or deleted checkpoint file")
 def test_truncated_newest_checkpoint_resumes_from_the_older(tmp_path: Path, caplog) -> None:
     """The issue's case; other files and manifest-less checkpoints: tests/local/test_checkpoint.py."""
     rel = "model/model.safetensors"

@@ -241,15 +241,30 @@ def test_cli_refuses_before_submitting(inputs: Path, case: str) -> None:
 
 
 def test_plan_shows_the_checks(inputs: Path) -> None:
-    """mode=plan shows every check (a plan may be of a config meant for another machine);
-    the launcher is what refuses."""
+    """mode=plan shows every check, and exits 2 like the launcher when one fails."""
     out = inputs / "runs"
     proc = _launch([*_fill(_jsonl("good.jsonl"), inputs), "mode=plan"], inputs, out)
     assert proc.returncode == 0, proc.stderr
     assert "# ---- checks ----" in proc.stdout
     assert f"ok       data.prompt_data: {inputs}/good.jsonl: first 2 record(s) parse" in proc.stdout
     proc = _launch([*_fill(_jsonl("line3.jsonl"), inputs), "mode=plan"], inputs, out)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
     assert f"FAILED   data.prompt_data: data.prompt_data='{inputs}/line3.jsonl'" in proc.stdout
     assert f"{inputs}/line3.jsonl:3:32: invalid JSON" in proc.stdout
-    assert "1 check(s) failed: launching this config is refused (rc 2)" in proc.stdout
+    assert "1 check(s) failed: this config is refused (rc 2)" in proc.stdout
+
+
+def test_sweep_refuses_a_variant_whose_checks_fail(inputs: Path) -> None:
+    """Every variant of a sweep is checked before any runs: the bad one is named, rc 2."""
+    out = inputs / "runs"
+    good, missing = inputs / "good.jsonl", inputs / "missing.jsonl"
+    args = ["-m", "data=jsonl", "reward.rm_type=exact_match", f"data.prompt_data={good},{missing}"]
+    before = _squeue()
+    proc = _launch(args, inputs, out)
+    assert proc.returncode == 2, proc.stderr
+    assert "1 of 2 sweep variants fail their pre-submission checks" in proc.stderr
+    assert f"variant #1: data.prompt_data='{missing}' is unusable" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert _squeue() == before
+    assert not list(out.rglob("metrics.jsonl")) if out.exists() else True  # nothing ran

@@ -254,3 +254,96 @@ def _normalize(tokens: list[str]) -> list[object]:
 def test_model_args_match_upstream_files(model: str) -> None:
     run = compose_run([f"model={model}", "parallelism=single", "precision=bf16"])
     assert _normalize(model_args(run.model)) == _normalize(UPSTREAM[model].split())
+
+
+# ---------------------------------------------------------------- rollout modes (issue 16)
+QWEN4B_TP2 = ["model=qwen3_4b", "parallelism=tp2"]
+ROLLOUT_MODES = {
+    "partial_masked": [
+        *QWEN4B_TP2,
+        "rollout.partial_rollout=true",
+        "rollout.mask_offpolicy_in_partial_rollout=true",
+        "rollout.over_sampling_batch_size=96",
+    ],
+    "dynamic_nonzero_std": [
+        *QWEN4B_TP2,
+        "rollout.dynamic_sampling=nonzero_std",
+        "rollout.over_sampling_batch_size=128",
+    ],
+    "dynamic_custom_async": [
+        "parallelism=disagg_tp4_pp4_ep8_8node",
+        "model=qwen3_30b_a3b",
+        "algorithm=grpo_tis",
+        "rollout.async_training=true",
+        "rollout.partial_rollout=true",
+        "rollout.dynamic_sampling=custom",
+        "rollout.dynamic_sampling_filter_path=my_pkg.filters:keep_group",
+        "rollout.max_weight_staleness=2",
+    ],
+}
+MODES_BASE = ["precision=bf16", "rollout=large"]
+
+
+def _mode_run(name: str):
+    return compose_run([*MODES_BASE, *ROLLOUT_MODES[name]])
+
+
+def test_rollout_modes_compile_to_miles_flags() -> None:
+    argv = compile_miles(_mode_run("partial_masked")).argv
+    assert "--partial-rollout" in argv and "--mask-offpolicy-in-partial-rollout" in argv
+    assert argv[argv.index("--over-sampling-batch-size") + 1] == "96"
+    assert "--dynamic-sampling-filter-path" not in argv
+    cmd = compile_miles(_mode_run("partial_masked"))
+    assert cmd.env["MILES_USE_LEGACY_ROLLOUT_V1"] == "1"  # v0.1.0 masks on its legacy path only
+    argv = compile_miles(_mode_run("dynamic_nonzero_std")).argv
+    path = argv[argv.index("--dynamic-sampling-filter-path") + 1]
+    assert path == "miles.rollout.filter_hub.dynamic_sampling_filters.check_reward_nonzero_std"
+    custom = compile_miles(_mode_run("dynamic_custom_async"))
+    assert custom.entry.endswith("/train_async.py")
+    argv = custom.argv
+    assert argv[argv.index("--dynamic-sampling-filter-path") + 1] == "my_pkg.filters.keep_group"
+    assert argv[argv.index("--max-weight-staleness") + 1] == "2"
+    assert "MILES_USE_LEGACY_ROLLOUT_V1" not in custom.env
+    assert check_argv(argv) == []
+    default = compile_miles(compose_run([*MODES_BASE, *QWEN4B_TP2])).argv
+    for flag in ("--partial-rollout", "--over-sampling-batch-size", "--max-weight-staleness"):
+        assert flag not in default  # miles' defaults are left implicit (goldens unchanged)
+    plan = plan_values(_mode_run("dynamic_nonzero_std"))
+    assert plan["over_sampling_batch_size"] == 128 and plan["partial_rollout"] is False
+    assert plan_values(compose_run([*MODES_BASE, *QWEN4B_TP2]))["over_sampling_batch_size"] == 64
+
+
+def test_nonzero_std_filter_exists_in_miles_v0_1_0() -> None:
+    """The emitted function path names a real function of miles v0.1.0."""
+    from pathlib import Path
+
+    from miles_hydra.config.rollout import MILES_NONZERO_STD_FILTER
+
+    module, _, fn = MILES_NONZERO_STD_FILTER.rpartition(".")
+    ref = Path(__file__).resolve().parents[3] / "shared/reference/miles-v0.1.0"
+    if not ref.is_dir():
+        pytest.skip("no miles v0.1.0 reference source here")
+    source = (ref / (module.replace(".", "/") + ".py")).read_text()
+    assert f"def {fn}(" in source
+
+
+@pytest.mark.oracle
+def test_rollout_modes_parse_in_miles_and_match_the_plan(monkeypatch) -> None:
+    from miles_hydra.backends.miles.check.compare import compare
+    from miles_hydra.backends.miles.check.oracle import oracle_python, parse_many
+
+    if oracle_python() is None:
+        pytest.skip("no miles oracle venv")
+    runs = {name: _mode_run(name) for name in ROLLOUT_MODES}
+    # the job env compile_miles sets for the masked mode (v0.1.0 checks it while parsing)
+    monkeypatch.setenv("MILES_USE_LEGACY_ROLLOUT_V1", "1")
+    argvs = {name: compile_miles(run).argv for name, run in runs.items()}
+    argvs["neg_over_sampling_below_batch"] = [
+        *argvs["dynamic_nonzero_std"], "--over-sampling-batch-size", "8",
+    ]  # fmt: skip
+    results = {r.id: r for r in parse_many(argvs).results}
+    for name, run in runs.items():
+        assert results[name].ok, results[name].error
+        assert compare(plan_values(run), results[name].derived) == {}
+        assert results[name].derived["over_sampling_batch_size"] >= run.rollout.rollout_batch_size
+    assert not results["neg_over_sampling_below_batch"].ok

@@ -1,4 +1,5 @@
-"""The fast flag-table check against the dump of miles-rl 0.0.2's parser."""
+"""The fast flag-table check against the dump of the pinned miles v0.1.0's parser, and the
+function paths the compiler emits resolved in v0.1.0's source (check/functions.py)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,80 @@ from pathlib import Path
 import pytest
 
 from miles_hydra.backends.miles.check.flags import DEFAULT_TABLE, check_argv, load_table
+from miles_hydra.backends.miles.check.functions import (
+    DEFAULT_INDEX,
+    function_path_problems,
+    function_paths,
+    index_source,
+)
 
 NEWEST_TABLE = Path("/work/shared/reference/miles_flags.json")  # newest miles main, when present
+V010_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "miles-v0.1.0"
 
 
 def _whys(argv: list[str]) -> list[str]:
     return [str(p) for p in check_argv(argv)]
 
 
-def test_dump_is_the_wheels_parser() -> None:
+def test_dump_is_the_pinned_releases_parser() -> None:
     table = json.loads(DEFAULT_TABLE.read_text())
-    assert table["meta"]["miles_rl_version"] == "0.0.2"
+    assert table["meta"]["miles_rl_version"] == "v0.1.0"
+    assert table["meta"]["miles_source"] == "miles-v0.1.0"
     flags = load_table()
-    assert len(table["actions"]) == 1350
+    assert len(table["actions"]) == 1994
     assert flags["--rollout-batch-size"].type == "int"
     assert flags["--offload-train"].action == "BooleanOptionalAction"
     assert "--no-offload-train" in flags
     assert "grpo" in flags["--advantage-estimator"].choices
+    for newer in ("--save-retain-interval", "--use-fault-tolerance", "--spec", "--eval-top-p"):
+        assert newer in flags  # v0.1.0 flags the 0.0.2 wheel lacks
+
+
+def test_function_index_is_the_releases_source() -> None:
+    index = json.loads(DEFAULT_INDEX.read_text())
+    assert index["meta"] == {"release": "v0.1.0", "source": "miles-v0.1.0"}
+    if V010_SOURCE.is_dir():  # regenerated from the snapshot: the committed file is current
+        fresh = index_source(V010_SOURCE, ("miles", "miles_plugins", "examples"))
+        assert fresh == index["modules"]
+
+
+def test_every_emitted_function_path_resolves_in_v010(miles_combos) -> None:
+    """IcePop, MIS, our reward hooks, --spec: every function path of every valid combo."""
+    seen = set()
+    problems = {}
+    for name, cmd in miles_combos.commands.items():
+        seen |= {path for _, path in function_paths(cmd.argv)}
+        if found := function_path_problems(cmd.argv):
+            problems[name] = [str(p) for p in found]
+    assert problems == {}
+    assert "miles.backends.training_utils.loss_hub.corrections.icepop_function" in seen
+    assert any(p.endswith("compute_mis_weights_with_cp") for p in seen)
+    assert any(p.startswith("miles_hydra.backends.miles.rewards.") for p in seen)
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--custom-tis-function-path", "miles.nope.fn"], "module 'miles.nope' does not exist"),
+        (
+            ["--custom-tis-function-path", "miles.backends.training_utils.loss_hub.corrections.x"],
+            "defines no 'x'",
+        ),
+        (["--spec", "miles_plugins.models.qwen3_5", "get_spec"], "defines no 'get_spec'"),
+        (["--custom-rm-path", "miles_hydra.backends.miles.rewards.nope"], "defines no 'nope'"),
+    ],
+)
+def test_unresolvable_function_paths_are_reported(argv: list[str], why: str) -> None:
+    (problem,) = function_path_problems(argv)
+    assert why in problem.why
+
+
+def test_file_paths_are_not_function_paths() -> None:
+    argv = ["--custom-config-path", "cfg.yaml", "--prompt-data", "/d/p.jsonl"]
+    argv += ["--dynamic-sampling-filter-path", "x.jsonl", "--spec", "miles_plugins.models.qwen3_5"]
+    assert function_paths(argv[:-2] + ["--rm-type", "math"]) == []
+    spec = ["--spec", "miles_plugins.models.qwen3_5", "get_qwen3_5_spec"]
+    assert function_path_problems(spec) == []
 
 
 def test_clean_argv_passes() -> None:
@@ -75,7 +133,7 @@ def test_problems_found(argv: list[str], why: str) -> None:
     not NEWEST_TABLE.exists(), reason="shared reference dump of newest miles absent"
 )
 def test_compiled_flags_also_exist_in_newest_miles(miles_combos) -> None:
-    """Version skew guard: every flag we emit exists in newest miles main too (not just 0.0.2)."""
+    """Version skew guard: every flag we emit exists in newest miles main too (not just v0.1.0)."""
     problems = {n: check_argv(c.argv, NEWEST_TABLE) for n, c in miles_combos.commands.items()}
     assert {k: v for k, v in problems.items() if v} == {}
 

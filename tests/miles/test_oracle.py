@@ -1,7 +1,8 @@
-"""miles' own parse_args() (miles-rl 0.0.2 on CPU, oracle venv) on every valid combination.
+"""miles' own parse_args() on CPU (oracle venv) on every valid combination (miles-rl 0.0.2, the
+wheel) and on the recipe presets (the pinned v0.1.0, its source over the wheel's).
 
 One subprocess parses all argvs (the ~7-20 s import is paid once). Needs the oracle venv:
-scripts/setup_miles_oracle.sh (about 2.5 minutes, once).
+scripts/setup_miles_oracle.sh (about 4 minutes, once).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import pytest
 from miles_hydra.backends.miles.check.compare import compare
 from miles_hydra.backends.miles.check.flags import DEFAULT_TABLE
 from miles_hydra.backends.miles.check.oracle import (
+    PINNED_RELEASE,
     SETUP_HINT,
     dump_flags,
     oracle_python,
     parse_many,
+    release_overlay,
 )
 from miles_hydra.backends.miles.compile import plan_values
 
@@ -85,9 +88,10 @@ def test_miles_rejects_what_it_should(oracle_run):
     assert not results["neg_tp_world"].ok
 
 
-def test_committed_flag_table_is_the_wheels_parser(tmp_path):
+@pytest.mark.skipif(release_overlay() is None, reason=f"no miles v0.1.0 overlay: {SETUP_HINT}")
+def test_committed_flag_table_is_the_pinned_releases_parser(tmp_path):
     out = tmp_path / "flags.json"
-    dump_flags(out)
+    dump_flags(out)  # v0.1.0's source over the wheel's (the overlay)
 
     def unordered(table: dict) -> dict:  # some choices come from sets (sglang-router's parsers)
         for action in table["actions"]:
@@ -177,3 +181,23 @@ def test_task_reward_through_miles_rm_hub(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [1.0, 0.0]
+
+
+RECIPE_PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("recipe_*.yaml"))
+
+
+@pytest.mark.skipif(release_overlay() is None, reason=f"no miles v0.1.0 overlay: {SETUP_HINT}")
+def test_recipe_presets_parse_in_v010_with_the_planned_values():
+    """The official-recipe presets (tests/miles/test_recipe_parity.py) in miles v0.1.0's own
+    parser, with their verbatim v0.1.0-only flags (--save-retain-interval, --spec, ...)."""
+    from support.combos import compose_run
+
+    from miles_hydra.backends.miles.compile import compile_miles
+
+    runs = {name: compose_run([f"experiment={name}"], base=False) for name in RECIPE_PRESETS}
+    argvs = {name: compile_miles(run).argv for name, run in runs.items()}
+    results = {r.id: r for r in parse_many(argvs, release=PINNED_RELEASE).results}
+    assert {n: r.error for n, r in results.items() if not r.ok} == {}
+    mismatched = {n: compare(plan_values(runs[n]), results[n].derived) for n in runs}
+    assert {n: m for n, m in mismatched.items() if m} == {}
+    assert len(RECIPE_PRESETS) >= 6

@@ -8,6 +8,7 @@ else is real: `ray start --head`, `ray job submit --runtime-env-json`, `ray job 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,7 +23,8 @@ import pytest
 
 from miles_hydra.backends.miles.check.oracle import DEFAULT_VENV, SETUP_HINT
 from miles_hydra.backends.miles.compile import MilesCommand
-from miles_hydra.backends.miles.runner import MilesJob, final_exit_status, run_command
+from miles_hydra.backends.miles.runner import MilesJob, final_exit_status, run_command, run_miles
+from miles_hydra.errors import TrainingError
 
 VENV = Path(os.environ.get("MILES_ORACLE_VENV", DEFAULT_VENV))
 RAY_CLI = VENV / "bin" / "ray"
@@ -32,6 +34,23 @@ needs_ray_job_api = pytest.mark.skipif(
     or not list((VENV / "lib").glob("python3*/site-packages/aiohttp_cors")),
     reason=f"no Ray with the job API (oracle venv with ray[default]); {SETUP_HINT}",
 )
+
+# A fake train.py that logs like miles: TensorBoard scalars into $TENSORBOARD_DIR (torch's
+# SummaryWriter, as miles' TensorboardBackend), an eval before training and after each rollout.
+FAKE_TB_TRAIN = """\
+import os, sys
+from torch.utils.tensorboard import SummaryWriter
+assert "--use-tensorboard" in sys.argv, sys.argv
+w = SummaryWriter(os.environ["TENSORBOARD_DIR"])
+w.add_scalar("eval/eval", 0.0, 0)
+for r in range(2):
+    w.add_scalar("rollout/raw_reward", 0.25 * (r + 1), r)
+    w.add_scalar("train/loss", 1.0 - r, r)
+    w.add_scalar("eval/eval", 0.5 * (r + 1), r)
+    w.flush()
+w.close()
+sys.exit(int(os.environ.get("FAKE_EXIT_CODE", "0")))
+"""
 
 FAKE_TRAIN = """\
 import os, sys, time
@@ -180,3 +199,57 @@ def test_runner_real_ray_head_fake_entry_stop(ray_head, fake_entry, tmp_path):
     assert job.follow() == 143
     assert time.monotonic() - start < 60
     stopper.join(timeout=60)
+
+
+def _miles_run(tmp_path: Path, address: str, *overrides: str):
+    from conftest import compose_config, materialize
+    from support.tiny import TINY_MODEL
+
+    entry = tmp_path / "fake_tb_train.py"
+    entry.write_text(FAKE_TB_TRAIN)
+    return materialize(
+        compose_config(
+            [
+                "backend=miles",
+                f"backend.miles_entry={entry}",
+                f"backend.ray_address={address}",
+                *TINY_MODEL,
+                "precision=bf16",
+                f"model.hf_checkpoint={tmp_path / 'hf'}",
+                f"checkpoint.ref_load={tmp_path / 'ref'}",
+                "rollout.num_rollout=2",
+                "rollout.rollout_batch_size=2",
+                "rollout.eval_interval=1",
+                "data.num_eval_prompts=2",
+                *overrides,
+            ]
+        )
+    )
+
+
+needs_tensorboard = pytest.mark.skipif(
+    not list((VENV / "lib").glob("python3*/site-packages/tensorboard")),
+    reason=f"no tensorboard in the oracle venv; {SETUP_HINT}",
+)
+
+
+@needs_ray_job_api
+@needs_tensorboard
+def test_run_miles_follows_tensorboard_events_into_metrics_and_result(ray_head, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_miles(_miles_run(tmp_path, ray_head), run_dir, ray_cli=str(RAY_CLI))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "step" in r] == [0, 1]
+    assert [r["eval/step"] for r in records if "eval/step" in r] == [0, 1, 2]
+    assert result["exit_code"] == 0 and result["step"] == 1
+    assert result["eval/arithmetic"] == 1.0 and result["rollout/raw_reward"] == 0.5
+
+
+@needs_ray_job_api
+@needs_tensorboard
+def test_run_miles_failure_names_the_driver_log_and_keeps_the_metrics(ray_head, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = _miles_run(tmp_path, ray_head, "+backend.env.FAKE_EXIT_CODE=5")
+    with pytest.raises(TrainingError, match=f"exited with 5; driver log: {run_dir}/miles_job.log"):
+        run_miles(cfg, run_dir, ray_cli=str(RAY_CLI))
+    assert (run_dir / "metrics.jsonl").read_text().count('"step"') == 2

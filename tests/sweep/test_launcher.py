@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,6 +36,33 @@ def test_one_invalid_variant_means_nothing_runs(tmp_path):
     assert "algorithm.lr=-1.0 must be > 0" in proc.stderr
     assert not list(tmp_path.rglob("sweep.json"))
     assert "resolved config" not in proc.stdout  # no variant ran
+
+
+def test_a_value_hydra_refuses_gets_our_message_and_leaves_no_sweep_dir(tmp_path):
+    proc = _launch(
+        "-m", "algorithm.lr=1e-4,abc", "mode=plan", f"output_root={tmp_path}", cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "1 of 2 sweep variants are invalid; nothing was submitted" in proc.stderr
+    assert "variant #1 (algorithm.lr=abc " in proc.stderr
+    assert "algorithm.lr='abc' is refused by Hydra: Value 'abc' of type 'str'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())  # no sweep dir, no multirun.yaml
+
+
+@pytest.mark.slow
+def test_three_launches_in_the_same_second_get_three_group_dirs(tmp_path):
+    args = [sys.executable, str(REPO / "launch.py"), "-m", "mode=plan", f"output_root={tmp_path}"]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    manifests = list(tmp_path.rglob("sweep.json"))
+    assert len({m.parent for m in manifests}) == 3  # one sweep dir each, none shared
+    for manifest in manifests:  # each holds its own launch's variant only
+        assert [v["num"] for v in json.loads(manifest.read_text())["variants"]] == [0]
 
 
 def test_typo_in_one_variant_is_refused_before_anything_runs(tmp_path):

@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from miles_hydra.config import RunConfig
 from miles_hydra.config.model import ModelFamily
@@ -38,6 +38,9 @@ def ray_session(cfg: RunConfig) -> Iterator[None]:
         # work, and would starve next to any other busy process on the machine.
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **kwargs)
+    from miles_hydra.cluster import preemption
+
+    preemption.rearm()  # ray.init took SIGTERM over; the run's stop handler gets it back
     try:
         yield
     finally:
@@ -108,17 +111,46 @@ class Actors:
             "starting the rollout engines",
         )
 
-    def generate(self, prompts: list[list[int]], params: Any) -> list[Any]:
-        """Split prompts over the engines in contiguous chunks; results in prompt order."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: Any,
+        caps: Optional[list[int]] = None,
+        groups: Optional[list[int]] = None,
+        stop_after_groups: Optional[int] = None,
+    ) -> list[Any]:
+        """Split prompts over the engines in contiguous chunks; results in prompt order.
+        caps: a response length cap per prompt; groups / stop_after_groups: see
+        RolloutEngine.generate (chunks then hold whole groups, and each engine stops after its
+        share of the groups, rounded up)."""
         n = len(self.engines)
-        size = -(-len(prompts) // n)
-        chunks = [prompts[i * size : (i + 1) * size] for i in range(n)]
-        refs = [
-            e.generate.remote(chunk, params, self.record_routing)
-            for e, chunk in zip(self.engines, chunks)
-            if chunk
-        ]
-        return [out for part in get(refs, what="rollout generation") for out in part]
+        owner = _engine_of_each(len(prompts), n, groups)
+        refs, index_of = [], []
+        for e, engine in enumerate(self.engines):
+            index = [i for i in range(len(prompts)) if owner[i] == e]
+            if not index:
+                continue
+            stop = None
+            if stop_after_groups is not None:
+                assert groups is not None
+                mine = {groups[i] for i in index}
+                stop = -(-stop_after_groups * len(mine) // len(set(groups)))
+            refs.append(
+                engine.generate.remote(
+                    [prompts[i] for i in index],
+                    params,
+                    self.record_routing,
+                    None if caps is None else [caps[i] for i in index],
+                    None if groups is None else [groups[i] for i in index],
+                    stop,
+                )
+            )
+            index_of.append(index)
+        outputs: list[Any] = [None] * len(prompts)
+        for index, part in zip(index_of, get(refs, what="rollout generation")):
+            for i, out in zip(index, part):
+                outputs[i] = out
+        return outputs
 
     def train(self, rollout_id: int, batch: Any) -> dict[str, float]:
         return get(self.trainer.train.remote(rollout_id, batch), what="training step")
@@ -154,6 +186,17 @@ class Actors:
             e.__ray_call__.remote(_set_generator_state, s) for e, s in zip(self.engines, states)
         ]
         get(refs, what="restoring engine RNG states")
+
+
+def _engine_of_each(count: int, engines: int, groups: Optional[list[int]]) -> list[int]:
+    """Engine index of each prompt: contiguous chunks, whole groups when ``groups`` is given."""
+    if groups is None:
+        size = -(-count // engines)
+        return [i // size for i in range(count)]
+    order = list(dict.fromkeys(groups))
+    size = -(-len(order) // engines)
+    chunk = {g: k // size for k, g in enumerate(order)}
+    return [chunk[g] for g in groups]
 
 
 def _get_generator_state(engine: Any) -> Any:

@@ -7,7 +7,18 @@ policy on task solutions, pushes the weights to the engines, then per rollout::
     generate -> reward -> train -> sync weights -> eval (every rollout.eval_interval)
              -> metrics -> checkpoint (every checkpoint.save_interval and at the end)
 
-and after every rollout polls ``miles_hydra.cluster.preemption.requested()``: when set it saves
+Rollouts come from ``collector.RolloutCollector`` (over-sampling, dynamic sampling, partial
+rollout; its paused samples are checkpointed). With ``rollout.async_training`` (the one-step-off
+pipeline, miles ``train_async.py``) a background thread collects rollout n+1 with the engines'
+current weights (those of step n-1) while the trainer trains on rollout n; the weights are
+pushed once both finished, so every rollout is generated with one version and the run is as
+deterministic as the synchronous one. The off-policy gap is corrected by the configured
+``algorithm.correction`` (validation requires one) and shows in
+``train/train_rollout_logprob_abs_diff``; ``perf/rollout_wait_time`` is the generation time
+the trainer still waited for. A checkpoint keeps the prefetched rollout, so a resumed run
+trains on exactly what the original would have.
+
+After every rollout the loop polls ``miles_hydra.cluster.preemption.requested()``: when set it saves
 a checkpoint and returns ``{"preempted": True, ...}``. A run resumes from the latest checkpoint
 in ``checkpoint.load`` (default ``<run_dir>/checkpoints``) at the next rollout, with the data
 position, RNG states, optimizer and wandb run restored.
@@ -17,14 +28,15 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from miles_hydra.backends.local import checkpoint
 from miles_hydra.backends.local.actors import Actors, ray_session
+from miles_hydra.backends.local.collector import Collected, RolloutCollector
 from miles_hydra.backends.local.evaluate import EvalRunner, decode_response
 from miles_hydra.backends.local.metrics import MetricsLogger, read_records, rollout_metrics
-from miles_hydra.backends.local.train_batch import RolloutBatch
 from miles_hydra.cluster import preemption
 from miles_hydra.config import RunConfig
 from miles_hydra.errors import ConfigError
@@ -58,6 +70,13 @@ class _Loop:
         self.actors = Actors(cfg, self.tokenizer.pad_id)
         self.evaluator = EvalRunner(cfg, self.actors, self.tokenizer, self.reward_fn, self.source)
         self.spec_monitor = _spec_monitor(cfg)
+        self.collector = RolloutCollector(
+            r, self.source.next_batch, self._generate, self._score, self.actors.record_routing
+        )
+        # async: the next rollout (and its generation time), already generated
+        self.prefetched: tuple[Collected, float] | None = None
+        self.pending: Future | None = None  # async: its collection in the background thread
+        self.pool = ThreadPoolExecutor(1, "rollout") if r.async_training else None
         self.start_step, wandb_id = self._resume()
         self.logger = MetricsLogger(cfg, run_dir, self.start_step, wandb_id)
 
@@ -84,6 +103,10 @@ class _Loop:
         self.actors.set_engine_rng(state.get("engine_rng"))
         if self.spec_monitor is not None and state.get("spec_monitor"):
             self.spec_monitor.load_state_dict(state["spec_monitor"])
+        from miles_hydra.tasks.source import Prompt
+
+        self.collector.load_state_dict(state.get("collector"), Prompt)
+        self.prefetched = state.get("prefetched") if self.cfg.rollout.async_training else None
         log.info("resuming from %s at rollout %d", ckpt, state["step"])
         return int(state["step"]), state.get("wandb_id")
 
@@ -108,6 +131,8 @@ class _Loop:
                     return {**self._final(), preemption.PREEMPTED_KEY: True, "step": rollout_id}
             return {**self._final(), preemption.PREEMPTED_KEY: False}
         finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
             self.logger.close()
 
     def _warm_start(self) -> None:
@@ -136,38 +161,72 @@ class _Loop:
         metrics["perf/warmup_time"] = time.perf_counter() - start
         self.logger.log_event({"warmup/steps": steps, **metrics})
 
+    def _generate(
+        self, prompts: list[list[int]], caps: list[int], groups: list[int], stop: int | None
+    ) -> list[Any]:
+        params = self.evaluator.train_params()
+        return self.actors.generate(prompts, params, caps, groups, stop)
+
+    def _score(self, prompt: Any, response_ids: list[int]) -> float:
+        return self.reward_fn(prompt, decode_response(self.tokenizer, response_ids))
+
+    def _collect(self, rollout_id: int) -> tuple[Collected, float]:
+        """Rollout ``rollout_id`` and its generation wall time. Its weight version: the number of
+        updates the engines' weights have seen (one behind with the one-step-off pipeline)."""
+        start = time.perf_counter()
+        lag = 1 if self.cfg.rollout.async_training else 0
+        collected = self.collector.collect(max(0, rollout_id - lag))
+        return collected, time.perf_counter() - start
+
+    def _next_rollout(self, rollout_id: int) -> tuple[Collected, float, float]:
+        """(rollout, its generation time, time waited for it). Async: the prefetched one (or
+        generated now on the first rollout), and the next one starts in the background."""
+        if self.pool is None:
+            collected, gen_time = self._collect(rollout_id)
+            return collected, gen_time, gen_time
+        start = time.perf_counter()
+        if self.prefetched is None:
+            self.prefetched = self._collect(rollout_id)
+        collected, gen_time = self.prefetched
+        self.prefetched = None
+        if rollout_id + 1 < self.cfg.rollout.num_rollout:
+            self.pending = self.pool.submit(self._collect, rollout_id + 1)
+        return collected, gen_time, time.perf_counter() - start
+
+    def _finish_prefetch(self) -> float:
+        """Wait for the background collection (before the weights change); seconds waited."""
+        if self.pending is None:
+            return 0.0
+        start = time.perf_counter()
+        self.prefetched = self.pending.result()
+        self.pending = None
+        return time.perf_counter() - start
+
     def _step(self, rollout_id: int) -> None:
         cfg, r = self.cfg, self.cfg.rollout
         start = time.perf_counter()
-        prompts = self.source.next_batch(r.rollout_batch_size)
-        samples = [p for p in prompts for _ in range(r.n_samples_per_prompt)]
-        outputs = self.actors.generate([p.ids for p in samples], self.evaluator.train_params())
-        rollout_time = time.perf_counter() - start
-        rewards = [
-            self.reward_fn(p, decode_response(self.tokenizer, o.response_ids))
-            for p, o in zip(samples, outputs)
-        ]
-        lengths = [len(o.response_ids) for o in outputs]
-        batch = RolloutBatch(
-            prompt_ids=[p.ids for p in samples],
-            response_ids=[o.response_ids for o in outputs],
-            rollout_log_probs=[o.rollout_log_probs for o in outputs],
-            rewards=rewards,
-            group_size=r.n_samples_per_prompt,
-            routed_experts=[o.routed_experts for o in outputs]
-            if self.actors.record_routing
-            else None,
-        )
-        metrics = rollout_metrics(rewards, lengths, [o.finished for o in outputs], batch.group_size)
+        collected, rollout_time, waited = self._next_rollout(rollout_id)
+        batch = collected.batch
+        lengths = [len(x) for x in batch.response_ids]
+        metrics: dict[str, Any] = {}
+        if len(batch):  # empty when dynamic sampling kept no group within its rounds
+            metrics = rollout_metrics(batch.rewards, lengths, collected.finished, batch.group_size)
+        metrics.update(collected.metrics)
         if self.spec_monitor is not None:  # acceptance metrics and the collapse alert
             from miles_hydra.backends.local.spec_monitor import SpecStats
 
-            metrics.update(self.spec_monitor.update(SpecStats.from_outputs(outputs), rollout_id))
+            stats = SpecStats.from_outputs(collected.outputs)
+            metrics.update(self.spec_monitor.update(stats, rollout_id))
         metrics["perf/rollout_time"] = rollout_time
         metrics["perf/tokens_per_gpu_per_sec"] = (
-            sum(lengths) / rollout_time / cfg.backend.num_engines
+            collected.new_tokens / max(rollout_time, 1e-9) / cfg.backend.num_engines
         )
-        metrics.update(self.actors.train(rollout_id, batch))
+        metrics["rollout/generated_tokens"] = collected.new_tokens
+        if len(batch):
+            metrics.update(self.actors.train(rollout_id, batch))
+        wait_next = self._finish_prefetch()
+        if self.pool is not None:
+            metrics["perf/rollout_wait_time"] = waited + wait_next
         metrics["perf/update_weights_time"] = self.actors.sync_weights()
         done = rollout_id + 1
         if r.eval_interval and (done % r.eval_interval == 0 or done == r.num_rollout):
@@ -188,6 +247,8 @@ class _Loop:
             "engine_rng": self.actors.engine_rng(),
             "wandb_id": self.logger.wandb_id,
             "spec_monitor": None if self.spec_monitor is None else self.spec_monitor.state_dict(),
+            "collector": self.collector.state_dict(),
+            "prefetched": self.prefetched,  # async: the next rollout, generated already
         }
         path = checkpoint.save(
             self.ckpt_root,

@@ -3,9 +3,9 @@
 Per rollout the driver logs one record ``{"step": rollout_id, "rollout/...", "train/...",
 "perf/..."}``; evaluations are separate records ``{"eval/step": n_rollouts_done,
 "eval/<task>": accuracy}``. Records go to ``<run_dir>/metrics.jsonl`` (one JSON object a
-line), to a tqdm progress bar with the key numbers, and to wandb when ``logging.tracker=wandb``
-(axes as in miles: ``rollout/step``, ``train/step``, ``eval/step``). ``write_plots`` turns the
-JSONL into PNGs at the end of the run.
+line), to a tqdm progress bar with the key numbers, and to the trackers of ``logging.trackers``
+(W&B, TensorBoard, MLflow: trackers.py; axes as in miles: ``rollout/step``, ``train/step``,
+``eval/step``). ``write_plots`` turns the JSONL into PNGs at the end of the run.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from miles_hydra.backends.local.spec_monitor import DEPTH_RATE_PREFIX
+from miles_hydra.backends.local.trackers import WandbTracker, open_trackers
 from miles_hydra.config import RunConfig
-from miles_hydra.config.logging import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 class MetricsLogger:
-    """Writes records to metrics.jsonl, the progress bar and (optionally) wandb."""
+    """Writes records to metrics.jsonl, the progress bar and the configured trackers."""
 
     def __init__(
         self, cfg: RunConfig, run_dir: Path, start_step: int, wandb_id: str | None = None
@@ -111,13 +111,12 @@ class MetricsLogger:
                 total=cfg.rollout.num_rollout, initial=start_step, desc="rollouts", unit="rollout"
             )
         self.postfix: dict[str, str] = {}
-        self.wandb_run = None
-        if cfg.logging.tracker is Tracker.wandb:
-            self.wandb_run = _init_wandb(cfg, self.run_dir, wandb_id)
+        self.trackers = open_trackers(cfg, self.run_dir, start_step, wandb_id)
 
     @property
     def wandb_id(self) -> str | None:
-        return None if self.wandb_run is None else self.wandb_run.id
+        """The W&B run to continue on resume (None without W&B)."""
+        return next((t.id for t in self.trackers if isinstance(t, WandbTracker)), None)
 
     def log_rollout(self, step: int, metrics: dict[str, float]) -> None:
         """One record per finished rollout; advances the progress bar."""
@@ -129,14 +128,9 @@ class MetricsLogger:
         if self.bar is not None:
             self.bar.set_postfix(self.postfix, refresh=False)
             self.bar.update(1)
-        if self.wandb_run is not None:
-            self.wandb_run.log(
-                {
-                    **record,
-                    "rollout/step": step,
-                    "train/step": (step + 1) * self.steps_per_rollout - 1,
-                }
-            )
+        train_step = (step + 1) * self.steps_per_rollout - 1  # the rollout's last optimizer step
+        for tracker in self.trackers:
+            tracker.log_rollout(record, step, train_step)
 
     def log_eval(self, eval_step: int, metrics: dict[str, float]) -> None:
         """One record per evaluation, ``eval_step`` = rollouts finished before it."""
@@ -147,8 +141,8 @@ class MetricsLogger:
                 self.postfix["eval"] = f"{value:.3g}"
         if self.bar is not None:
             self.bar.set_postfix(self.postfix)
-        if self.wandb_run is not None:
-            self.wandb_run.log(record)
+        for tracker in self.trackers:
+            tracker.log_eval(record, eval_step)
 
     def show(self, status: dict[str, str]) -> None:
         """Transient status on the progress bar (e.g. warm-start progress); not logged."""
@@ -166,9 +160,9 @@ class MetricsLogger:
     def close(self, write_plots_too: bool = True) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
-            self.wandb_run = None
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
         if write_plots_too:
             write_plots(self.path, self.run_dir / PLOTS_DIR)
 
@@ -183,32 +177,6 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
             value = str(value)
         out[key] = value
     return out
-
-
-def _init_wandb(cfg: RunConfig, run_dir: Path, wandb_id: str | None) -> Any:
-    import wandb
-
-    os.environ.setdefault("WANDB_MODE", cfg.logging.wandb_mode.value)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    run = wandb.init(
-        project=cfg.logging.wandb_project,
-        entity=cfg.logging.wandb_entity,
-        group=cfg.logging.wandb_group or cfg.experiment_name,
-        name=run_dir.name,
-        id=wandb_id,
-        resume="allow" if wandb_id else None,
-        mode=cfg.logging.wandb_mode.value,
-        dir=str(run_dir),
-        config={"run_dir": str(run_dir)},
-    )
-    run.define_metric("rollout/step")
-    run.define_metric("train/step")
-    run.define_metric("eval/step")
-    for prefix, axis in (("rollout", "rollout/step"), ("perf", "rollout/step")):
-        run.define_metric(f"{prefix}/*", step_metric=axis)
-    run.define_metric("train/*", step_metric="train/step")
-    run.define_metric("eval/*", step_metric="eval/step")
-    return run
 
 
 # plot name -> (metrics, y-axis label with units)

@@ -31,6 +31,9 @@ class RolloutBatch:
     rewards: list[float]  # raw rewards per sample
     group_size: int  # samples per prompt (n_samples_per_prompt)
     routed_experts: Optional[list[Optional[np.ndarray]]] = None  # R3 records per sample
+    # per-token 0/1 loss mask per sample (0: a resumed partial sample's tokens from older
+    # weights, rollout.mask_offpolicy_in_partial_rollout); None = train on every token
+    loss_masks: Optional[list[list[int]]] = None
 
     def __len__(self) -> int:
         return len(self.response_ids)
@@ -81,10 +84,14 @@ def pack(batch: RolloutBatch, pad_id: int) -> PackedBatch:
         p, r = len(prompt), len(response)
         assert len(batch.rollout_log_probs[i]) == r, "one rollout log-prob per response token"
         input_ids[i, : p + r] = torch.tensor(prompt + response, dtype=torch.long)
-        seq_loss_mask[i, p : p + r] = 1.0
+        mask = 1.0
+        if batch.loss_masks is not None:
+            assert len(batch.loss_masks[i]) == r, "one loss-mask entry per response token"
+            mask = torch.tensor(batch.loss_masks[i], dtype=torch.float32)
+        seq_loss_mask[i, p : p + r] = mask
         positions[i, :r] = torch.arange(p - 1, p + r - 1)
         tokens[i, :r] = torch.tensor(response, dtype=torch.long)
-        loss_mask[i, :r] = 1.0
+        loss_mask[i, :r] = mask
         rollout_lp[i, :r] = torch.tensor(batch.rollout_log_probs[i], dtype=torch.float32)
     return PackedBatch(
         input_ids=input_ids,

@@ -21,7 +21,7 @@ from miles_hydra.config.algorithm import (
     Optimizer,
 )
 from miles_hydra.config.layout import rollout_gpus
-from miles_hydra.config.logging import Tracker
+from miles_hydra.config.logging import TENSORBOARD_SUBDIR, Tracker
 from miles_hydra.config.miles_rules import SECRET_ENV_KEYS, validate_for_miles
 from miles_hydra.config.precision import PrecisionMode
 from miles_hydra.config.run import RunConfig
@@ -69,24 +69,31 @@ def compile_miles(cfg: RunConfig, run_dir: Optional[str] = None) -> MilesCommand
         *sections.precision_args(cfg),
         *sections.speculative_args(cfg),
         *sections.sglang_args(cfg),
-        *sections.logging_args(cfg),
+        *sections.logging_args(cfg, run_dir),
         *cfg.backend.extra_args,
     ]
     script = "train_async.py" if cfg.rollout.async_training else "train.py"
-    entry = f"{cfg.backend.miles_root.rstrip('/')}/{script}"
-    return MilesCommand(entry=entry, argv=argv, env=job_env(cfg))
+    entry = cfg.backend.miles_entry or f"{cfg.backend.miles_root.rstrip('/')}/{script}"
+    return MilesCommand(entry=entry, argv=argv, env=job_env(cfg, run_dir))
 
 
-def job_env(cfg: RunConfig) -> dict[str, str]:
-    """The job's runtime env: Megatron/miles requirements, precision recipe, user extras."""
+def job_env(cfg: RunConfig, run_dir: Optional[str] = None) -> dict[str, str]:
+    """The job's runtime env: Megatron/miles requirements, where miles' TensorBoard writer puts
+    its events (the runner follows them into metrics.jsonl), precision recipe, user extras."""
     b = cfg.backend
+    run_dir = (run_dir or PLACEHOLDER_RUN_DIR).rstrip("/")
     env = {
         "CUDA_DEVICE_MAX_CONNECTIONS": "1",  # Megatron asserts it for TP/CP > 1 before Blackwell
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": f"{b.megatron_path}:{b.miles_root}",
         "NCCL_CUMEM_ENABLE": "0",
+        "TENSORBOARD_DIR": f"{run_dir}/{TENSORBOARD_SUBDIR}",
     }
     env.update(cfg.precision.env)  # FP8 block scaling / INT4 QAT switches
+    r = cfg.rollout
+    if r.partial_rollout and r.mask_offpolicy_in_partial_rollout:
+        # miles v0.1.0 masks resumed tokens only on its legacy rollout path (arguments.py)
+        env["MILES_USE_LEGACY_ROLLOUT_V1"] = "1"
     env.update(b.env)
     return {k: str(v) for k, v in env.items()}
 
@@ -110,6 +117,11 @@ def plan_values(cfg: RunConfig) -> dict[str, Any]:
         "n_samples_per_prompt": r.n_samples_per_prompt,
         "num_rollout": r.num_rollout,
         "eval_interval": r.eval_interval,
+        "partial_rollout": r.partial_rollout,
+        "mask_offpolicy_in_partial_rollout": r.mask_offpolicy_in_partial_rollout,
+        "over_sampling_batch_size": r.effective_over_sampling_batch_size,
+        "dynamic_sampling_filter_path": r.dynamic_filter_path,
+        "max_weight_staleness": r.max_weight_staleness,
         "sglang_tp_size": p.rollout_num_gpus_per_engine,
         "rollout_num_gpus_per_engine": p.rollout_num_gpus_per_engine,
         "offload_train": p.colocate,
@@ -130,7 +142,9 @@ def plan_values(cfg: RunConfig) -> dict[str, Any]:
         "sglang_speculative_algorithm": s.algorithm if s.enabled else None,
         "bf16": True,
         "fp8": cfg.precision.fp8_format if cfg.precision.mode is PrecisionMode.fp8 else None,
-        "use_wandb": cfg.logging.tracker is Tracker.wandb,
+        "use_wandb": cfg.logging.uses(Tracker.wandb),
+        "use_tensorboard": True,  # always: the runner follows its events (sections.logging_args)
+        "use_mlflow": cfg.logging.uses(Tracker.mlflow),
     }
     if p.use_dynamic_batch_size:
         values["max_tokens_per_gpu"] = p.max_tokens_per_gpu

@@ -26,13 +26,14 @@ def num(value: float | int) -> str:
 
 def model_args(m: ModelConfig) -> Argv:
     """Megatron model flags for `m` in the layout of its family's upstream model file."""
+    spec = ["--spec", *m.spec] if m.spec else []  # a custom layer spec leads, as upstream
     if m.multi_latent_attention:
-        return _deepseek_args(m)
+        return spec + _deepseek_args(m)
     if m.family is ModelFamily.glm4_moe:
-        return _glm_moe_args(m)
+        return spec + _glm_moe_args(m)
     if m.is_moe:
-        return _qwen3_moe_args(m)
-    return _dense_args(m)
+        return spec + _qwen3_moe_args(m)
+    return spec + _dense_args(m)
 
 
 def _gqa(m: ModelConfig) -> Argv:
@@ -113,7 +114,8 @@ def _router_args(m: ModelConfig) -> Argv:
 
 
 def _qwen3_moe_args(m: ModelConfig) -> Argv:
-    """qwen3-30B-A3B: --disable-bias-linear --qk-layernorm ... --moe-aux-loss-coeff 0."""
+    """qwen3-30B-A3B: --disable-bias-linear --qk-layernorm ... --moe-aux-loss-coeff 0 (and
+    qwen3.5-35B-A3B: the same plus 1p norms and the attention / shared-expert gates)."""
     return [
         "--disable-bias-linear",
         *_switch("--qk-layernorm", m.qk_layernorm),
@@ -130,6 +132,7 @@ def _qwen3_moe_args(m: ModelConfig) -> Argv:
         num(m.ffn_hidden_size),
         "--normalization",
         m.normalization.value,
+        *_switch("--apply-layernorm-1p", m.apply_layernorm_1p),
         "--position-embedding-type",
         "rope",
         "--norm-epsilon",
@@ -162,6 +165,8 @@ def _qwen3_moe_args(m: ModelConfig) -> Argv:
         "--moe-permute-fusion",
         "--moe-aux-loss-coeff",
         num(m.moe_aux_loss_coeff) if m.moe_aux_loss_coeff else "0",
+        *_switch("--attention-output-gate", m.attention_output_gate),
+        *_switch("--moe-shared-expert-gate", m.moe_shared_expert_gate),
     ]
 
 

@@ -6,6 +6,8 @@
 after writing a synthetic task's prompts to ``<run_dir>/data`` (dataset.py); then
 ``ray job logs --follow`` streams the driver's output into ``<run_dir>/miles_job.log``, and
 the job's final status gives our exit status (the entry point's own exit code when it failed).
+Meanwhile events.py follows miles' TensorBoard events (``<run_dir>/tensorboard``) into
+``<run_dir>/metrics.jsonl``; the result (``result.json``) holds the final metrics, as a local run's.
 SIGTERM/SIGINT (Slurm cancel, Ctrl-C) or :meth:`MilesJob.stop` run ``ray job stop`` for this
 submission id only; nothing is ever killed by name.
 
@@ -16,6 +18,7 @@ starts inside the allocation with the user's environment.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +34,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 from miles_hydra.backends.miles.compile import MilesCommand, compile_miles
+from miles_hydra.backends.miles.convert import run_prepare
 from miles_hydra.backends.miles.dataset import num_train_prompts, write_prompt_files
+from miles_hydra.backends.miles.events import (
+    METRICS_FILE,
+    EventFollower,
+    eval_name,
+    final_metrics,
+    following,
+    read_records,
+)
+from miles_hydra.config.logging import TENSORBOARD_SUBDIR
 from miles_hydra.config.run import RunConfig
 from miles_hydra.errors import ClusterError, TrainingError
 
@@ -197,10 +210,25 @@ def run_miles(cfg: RunConfig, run_dir: Path, ray_cli: str = "ray") -> dict[str, 
     files = write_prompt_files(cfg, run_dir)
     if files is not None:
         log.info("wrote %d %s prompts to %s", num_train_prompts(cfg), cfg.data.task, files.train)
+    run_prepare(cfg, run_dir)  # HF -> torch_dist conversion when needed (convert.py)
     cmd = compile_miles(cfg, str(run_dir))
-    job, code = run_command(cmd, run_dir, job_address(cfg), ray_cli)
-    result = {"exit_code": code, "submission_id": job.submission_id, "log": str(job.log_path)}
+    if not os.path.isabs(cmd.entry):  # backend.miles_entry relative to the launch directory
+        cmd = dataclasses.replace(cmd, entry=os.path.abspath(cmd.entry))
+    follower = EventFollower(
+        run_dir / TENSORBOARD_SUBDIR,
+        run_dir / METRICS_FILE,
+        eval_name(cfg),
+        cfg.rollout.num_steps_per_rollout,
+    )
+    with following(follower):
+        job, code = run_command(cmd, run_dir, job_address(cfg), ray_cli)
     if code != 0:
         why = "was stopped" if job.stop_requested or code == 143 else f"exited with {code}"
         raise TrainingError(f"miles job {job.submission_id} {why}; driver log: {job.log_path}")
-    return result
+    return {
+        "run_dir": str(run_dir),
+        **final_metrics(read_records(run_dir / METRICS_FILE)),
+        "exit_code": code,
+        "submission_id": job.submission_id,
+        "log": str(job.log_path),
+    }

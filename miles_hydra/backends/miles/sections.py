@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from miles_hydra.backends.miles.convert import torch_dist_dir
 from miles_hydra.backends.miles.dataset import prompt_files
 from miles_hydra.backends.miles.model_args import num
 from miles_hydra.backends.miles.rewards import CUSTOM_RM_KEY
@@ -55,11 +56,13 @@ def checkpoint_args(cfg: RunConfig, run_dir: str) -> Argv:
         "--hf-checkpoint",
         str(cfg.precision.rollout_checkpoint or m.hf_checkpoint),
         "--ref-load",
-        str(ck.ref_load or m.torch_dist_checkpoint),
+        str(ck.ref_load or torch_dist_dir(cfg)),  # the managed conversion's dir (convert.py)
     ]
     if ck.resume:  # a dir without latest_checkpointed_iteration.txt makes miles load --ref-load
         args += ["--load", ck.load or save]
-    args += ["--save", save, *_opt("--save-interval", ck.save_interval)]
+    # Megatron asserts an interval whenever --save is set: null = only the final checkpoint
+    interval = ck.save_interval or cfg.rollout.num_rollout
+    args += ["--save", save, "--save-interval", num(interval)]
     return args
 
 
@@ -85,8 +88,16 @@ def data_args(cfg: RunConfig, run_dir: str) -> Argv:
 
 
 def rollout_args(cfg: RunConfig) -> Argv:
-    """The batch invariant (miles re-checks it) and sampling."""
+    """The batch invariant (miles re-checks it), sampling, and partial rollout, over-sampling,
+    dynamic sampling and weight staleness (each flag only when it is not miles' default)."""
     r = cfg.rollout
+    modes = [
+        *_switch("--partial-rollout", r.partial_rollout),
+        *_switch("--mask-offpolicy-in-partial-rollout", r.mask_offpolicy_in_partial_rollout),
+        *_opt("--over-sampling-batch-size", r.over_sampling_batch_size),
+        *_opt("--dynamic-sampling-filter-path", r.dynamic_filter_path),
+        *_opt("--max-weight-staleness", r.max_weight_staleness),
+    ]
     return [
         "--num-rollout",
         num(r.num_rollout),
@@ -108,6 +119,7 @@ def rollout_args(cfg: RunConfig) -> Argv:
         num(r.rollout_top_p),
         "--rollout-top-k",
         num(r.rollout_top_k),
+        *modes,
     ]
 
 
@@ -346,18 +358,31 @@ def sglang_args(cfg: RunConfig) -> Argv:
     return args
 
 
-def logging_args(cfg: RunConfig) -> Argv:
-    """wandb flags; the API key never appears here (it travels in the job's environment)."""
+def logging_args(cfg: RunConfig, run_dir: str) -> Argv:
+    """Trackers: TensorBoard always (its events in TENSORBOARD_DIR=<run_dir>/tensorboard are what
+    the runner follows into metrics.jsonl), wandb and MLflow when selected. Secrets (the W&B key,
+    MLflow credentials) never appear here: they travel in the job's environment."""
     lg = cfg.logging
-    if lg.tracker is not Tracker.wandb:
-        return []
-    return [
-        "--use-wandb",
-        "--wandb-project",
-        str(lg.wandb_project),
-        "--wandb-group",
-        lg.wandb_group or cfg.experiment_name,
-        *_opt("--wandb-team", lg.wandb_entity),
-        "--wandb-mode",
-        lg.wandb_mode.value,
-    ]
+    args = ["--use-tensorboard"]
+    if lg.uses(Tracker.wandb):
+        args += [
+            "--use-wandb",
+            "--wandb-project",
+            str(lg.wandb_project),
+            "--wandb-group",
+            lg.wandb_group or cfg.experiment_name,
+            *_opt("--wandb-team", lg.wandb_entity),
+            "--wandb-mode",
+            lg.wandb_mode.value,
+        ]
+    if lg.uses(Tracker.mlflow):
+        args += [
+            "--use-mlflow",
+            "--mlflow-tracking-uri",
+            lg.mlflow_uri(run_dir),
+            "--mlflow-experiment-name",
+            lg.mlflow_experiment_name or cfg.experiment_name,
+            "--mlflow-run-name",
+            run_dir.rstrip("/").rsplit("/", 1)[-1],  # the job's run directory, as the local engine
+        ]
+    return args

@@ -21,7 +21,7 @@ a prompt width rounded up to `width_multiple` (fewer distinct shapes).
 from __future__ import annotations
 
 from collections import deque
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -52,9 +52,10 @@ class BatchedDecoder:
 
     @torch.no_grad()
     def run(
-        self, prompts: list[list[int]], params: SamplingParams, caps: list[int]
+        self, prompts: list[list[int]], params: SamplingParams, caps: list[int], stop: Any = None
     ) -> list[GenOutput]:
-        """Responses for `prompts` (prompt order); response i ends at caps[i] tokens or a stop."""
+        """Responses for `prompts` (prompt order); response i ends at caps[i] tokens or a stop.
+        `stop` (engine._GroupStop): once enough groups are done, the rest come back aborted."""
         s = self.slots
         self.state = self.step.state(s)
         self.state.begin(params.stop_token_ids)
@@ -67,7 +68,14 @@ class BatchedDecoder:
         outputs: list[Optional[GenOutput]] = [None] * len(prompts)
         waiting = deque(range(len(prompts)))
         while True:
-            self._collect(outputs)
+            for index in self._collect(outputs):
+                if stop is not None:
+                    stop.done(index)
+            if stop is not None and stop.reached:
+                self._collect(outputs, abort=True)
+                while waiting:
+                    outputs[waiting.popleft()] = GenOutput([], [], finished=False, aborted=True)
+                break
             free = [i for i in range(s) if self.index[i] is None]
             busy = s - len(free)
             if waiting and free and (not busy or len(free) >= min(len(waiting), self.refill_min)):
@@ -129,18 +137,21 @@ class BatchedDecoder:
             self.index[slot], self.count_host[slot] = index, 1
             self.prompt_len[slot], self.cap[slot] = lens[r], caps[index]
 
-    def _collect(self, outputs: list[Optional[GenOutput]]) -> None:
-        """Read the state once; hand back the responses of slots that turned inactive."""
+    def _collect(self, outputs: list[Optional[GenOutput]], abort: bool = False) -> list[int]:
+        """Read the state once; hand back the responses of slots that turned inactive (with
+        `abort`, of every busy slot, the active ones marked aborted). Returns their prompt
+        indices (of the finished ones only, with `abort`: none)."""
         busy = self._busy()
         if not busy:
-            return
+            return []
         st = self.state
         flags = torch.stack([st.active.long(), st.count, st.stopped.long()]).tolist()
-        done = [i for i in busy if not flags[0][i]]
+        done = busy if abort else [i for i in busy if not flags[0][i]]
         for i in busy:
             self.count_host[i] = flags[1][i]
         if not done:
-            return
+            return []
+        finished = [self.index[i] for i in done if not flags[0][i]]
         rows = torch.tensor(done, device=self.device)
         n_max = max(flags[1][i] for i in done)
         tokens = st.tokens[rows, :n_max].tolist()
@@ -154,5 +165,7 @@ class BatchedDecoder:
                 response_ids=tokens[r][:n], rollout_log_probs=log_probs[r][:n],
                 finished=bool(flags[2][i]), spec_draft_tokens=self.k * steps,
                 spec_accepted_tokens=accepted, spec_verify_steps=steps, spec_accept_hist=hist,
+                aborted=bool(flags[0][i]),
             )  # fmt: skip
             self.index[i] = None
+        return [] if abort else finished

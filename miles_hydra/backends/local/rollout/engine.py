@@ -109,6 +109,7 @@ class RolloutEngine:
         self.compile_decode = compile_decode
         self.attn_kernel = attn_kernel
         self._decode_step: Optional[DecodeStep] = None
+        self._group_stop: Optional[_GroupStop] = None
 
     # ----------------------------------------------------------------- weights
     def update_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
@@ -130,14 +131,25 @@ class RolloutEngine:
         params: SamplingParams,
         record_routing: bool = False,
         max_new_tokens_per_prompt: Optional[list[int]] = None,
+        groups: Optional[list[int]] = None,
+        stop_after_groups: Optional[int] = None,
     ) -> list[GenOutput]:
         """Generate one response per prompt (token ids); results in prompt order.
         max_new_tokens_per_prompt: a response length cap per prompt (each capped by
-        params.max_new_tokens); None = params.max_new_tokens for all."""
+        params.max_new_tokens); None = params.max_new_tokens for all.
+        groups / stop_after_groups (partial rollout, over-sampling): a group id per prompt; once
+        ``stop_after_groups`` groups have all their prompts done, generation stops and every
+        prompt still running or waiting comes back ``aborted`` with the tokens it has so far
+        (prompts are admitted in list order, so put the ones to finish first at the front)."""
         if not prompts:
             return []
         if any(len(p) == 0 for p in prompts):
             raise ValueError("generate: every prompt needs at least one token")
+        stop = None
+        if stop_after_groups is not None:
+            if groups is None or len(groups) != len(prompts):
+                raise ValueError("generate: stop_after_groups needs one group id per prompt")
+            stop = _GroupStop(groups, stop_after_groups)
         caps = [params.max_new_tokens] * len(prompts)
         if max_new_tokens_per_prompt is not None:
             if len(max_new_tokens_per_prompt) != len(prompts):
@@ -156,7 +168,7 @@ class RolloutEngine:
                     self.cuda_graphs, self.compile_decode, self.attn_kernel,
                 )  # fmt: skip
             decoder = BatchedDecoder(self._decode_step, slots, self.generator)
-            return decoder.run(prompts, params, caps)
+            return decoder.run(prompts, params, caps, stop)
         recorder = RoutingRecorder(self.policy.lm, slots, max_len) if record_routing else None
         hidden_size = self.policy.lm.config.hidden_size
         self._pending = torch.zeros(slots, dtype=torch.long, device=self.device)
@@ -165,7 +177,11 @@ class RolloutEngine:
         states: list[Optional[_Seq]] = [None] * slots
         outputs: list[Optional[GenOutput]] = [None] * len(prompts)
         waiting = deque(range(len(prompts)))
+        self._group_stop = stop
         while True:
+            if stop is not None and stop.reached:
+                self._abort(states, outputs, waiting, recorder)
+                break
             free = [s for s in range(slots) if states[s] is None]
             if free and waiting:
                 admitted = [(s, waiting.popleft()) for s in free[: len(waiting)]]
@@ -298,14 +314,31 @@ class RolloutEngine:
                 return True
         return False
 
+    def _abort(
+        self,
+        states: list[Optional[_Seq]],
+        outputs: list[Optional[GenOutput]],
+        waiting: deque,
+        recorder: Optional[RoutingRecorder],
+    ) -> None:
+        """Stop every running and waiting prompt; each comes back aborted, tokens so far."""
+        for slot, seq in enumerate(states):
+            if seq is not None:
+                self._finish(slot, states, outputs, recorder, aborted=True)
+        while waiting:
+            outputs[waiting.popleft()] = GenOutput([], [], finished=False, aborted=True)
+
     def _finish(
         self,
         slot: int,
         states: list[Optional[_Seq]],
         outputs: list[Optional[GenOutput]],
         recorder: Optional[RoutingRecorder],
+        aborted: bool = False,
     ) -> None:
         seq = states[slot]
+        if not aborted and self._group_stop is not None:
+            self._group_stop.done(seq.index)
         routed: Optional[np.ndarray] = None
         if recorder is not None:
             routed = recorder.take(slot, seq.prompt_len + len(seq.response) - 1)
@@ -318,5 +351,28 @@ class RolloutEngine:
             spec_accepted_tokens=seq.accepted_tokens,
             spec_verify_steps=seq.verify_steps,
             spec_accept_hist=seq.accept_hist,
+            aborted=aborted,
         )
         states[slot] = None
+
+
+class _GroupStop:
+    """Counts groups whose prompts are all done; ``reached`` once ``target`` of them are."""
+
+    def __init__(self, groups: list[int], target: int) -> None:
+        self.groups = groups
+        self.left: dict[int, int] = {}
+        for g in groups:
+            self.left[g] = self.left.get(g, 0) + 1
+        self.target = target
+        self.complete = 0
+
+    def done(self, index: int) -> None:
+        g = self.groups[index]
+        self.left[g] -= 1
+        if self.left[g] == 0:
+            self.complete += 1
+
+    @property
+    def reached(self) -> bool:
+        return self.complete >= self.target

@@ -36,7 +36,7 @@ class SamplingParams:
 class GenOutput:
     response_ids: list[int]  # sampled tokens (incl. the stop token when one ended the response)
     rollout_log_probs: list[float]  # log p(token) under softmax(logits / T) of the engine
-    finished: bool  # True when a stop token ended it (False: hit max_new_tokens)
+    finished: bool  # True when a stop token ended it (False: hit max_new_tokens, or aborted)
     routed_experts: Optional[np.ndarray] = None  # [prompt+resp-1, num_layers, topk] int32 (R3)
     spec_draft_tokens: int = 0  # draft tokens proposed for this sample
     spec_accepted_tokens: int = 0  # of which the target accepted
@@ -44,6 +44,9 @@ class GenOutput:
     # verify steps by accepted draft count: hist[a] = steps that accepted exactly a of the
     # k drafts (length k + 1; empty without speculation). Per-depth acceptance derives from it.
     spec_accept_hist: list[int] = field(default_factory=list)
+    # stopped early by generate(stop_after_groups=...): neither a stop token nor the cap ended
+    # it; response_ids / rollout_log_probs hold what was generated so far (partial rollout)
+    aborted: bool = False
 
 
 def token_log_probs(

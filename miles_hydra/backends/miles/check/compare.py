@@ -1,9 +1,11 @@
 """`python launch.py backend=miles mode=check`: verify the compiled command before it queues.
 
-Two layers: the flag table (miles_flags_*.json, milliseconds, no miles needed) and, when a
-Python with miles is available (the oracle venv, or ``MILES_ORACLE_PYTHON=python3`` inside the
-miles image), miles' own parse_args() with every validation it runs, whose derived values must
-equal what our config planned.
+Two layers: the flag table and function index of the pinned miles v0.1.0 (miles_*_v0.1.0.json,
+milliseconds, no miles needed: unknown flags, bad values, function paths that do not resolve in
+v0.1.0) and, when a Python with miles is available (the oracle venv, with the v0.1.0 source
+overlay when set up, or ``MILES_ORACLE_PYTHON=python3`` inside the miles image), miles' own
+parse_args() with every validation it runs, whose derived values must equal what our config
+planned.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from miles_hydra.backends.miles.check.flags import DEFAULT_TABLE, FlagProblem, check_argv
+from miles_hydra.backends.miles.check.functions import function_path_problems
 from miles_hydra.backends.miles.check.oracle import (
+    PINNED_RELEASE,
     SETUP_HINT,
     OracleResult,
     oracle_python,
     parse_many,
+    release_overlay,
 )
 from miles_hydra.backends.miles.compile import MilesCommand, compile_miles, plan_values
 from miles_hydra.config.run import RunConfig
@@ -44,7 +49,7 @@ class CheckReport:
     def render(self) -> str:
         lines = [f"miles command: python3 {shlex.join([self.command.entry, *self.command.argv])}"]
         lines.append(
-            f"flag table ({self.table.name}): "
+            f"flag table + function paths ({self.table.name}): "
             + ("ok" if not self.flag_problems else f"{len(self.flag_problems)} problem(s)")
         )
         lines += [f"  {p}" for p in self.flag_problems]
@@ -68,11 +73,15 @@ def check_with_oracle(
     """Table-check and (if possible) parse the compiled command; compare derived values."""
     cmd = compile_miles(cfg)
     table = table or Path(os.environ.get("MILES_FLAGS_TABLE", DEFAULT_TABLE))
-    report = CheckReport(command=cmd, table=table, flag_problems=check_argv(cmd.argv, table))
+    problems = check_argv(cmd.argv, table) + function_path_problems(cmd.argv)
+    report = CheckReport(command=cmd, table=table, flag_problems=problems)
+    explicit = python or os.environ.get("MILES_ORACLE_PYTHON")
     python = python or oracle_python()
     if python is None:
         return report
-    report.oracle = parse_many({"check": cmd.argv}, python=python).results[0]
+    # the oracle venv parses with the pinned release's source when its overlay is set up
+    release = PINNED_RELEASE if not explicit and release_overlay() else None
+    report.oracle = parse_many({"check": cmd.argv}, python=python, release=release).results[0]
     if report.oracle.ok:
         planned = plan_values(cfg)
         report.mismatches = compare(planned, report.oracle.derived)

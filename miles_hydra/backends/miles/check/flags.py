@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-DEFAULT_TABLE = Path(__file__).with_name("miles_flags_0.0.2.json")
+DEFAULT_TABLE = Path(__file__).with_name("miles_flags_v0.1.0.json")  # the pinned release
 # argparse actions that consume no value.
 ZERO_ARG_ACTIONS = {
     "_StoreTrueAction",

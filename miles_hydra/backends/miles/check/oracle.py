@@ -20,7 +20,9 @@ from typing import Any, Optional
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CHILD_SCRIPT = Path(__file__).with_name("oracle_child.py")
 DEFAULT_VENV = REPO_ROOT / ".venv-miles-oracle"
-SETUP_HINT = "run scripts/setup_miles_oracle.sh (about 2 minutes) or set MILES_ORACLE_PYTHON"
+SETUP_HINT = "run scripts/setup_miles_oracle.sh (about 4 minutes) or set MILES_ORACLE_PYTHON"
+PINNED_RELEASE = "v0.1.0"  # the miles the image runs (docker/Dockerfile: radixark/miles:v0.1.0)
+WHEEL_RELEASE = "0.0.2"  # PyPI miles-rl: the oracle venv's base, older than the pinned release
 
 
 @dataclass
@@ -44,6 +46,18 @@ class OracleRun:
     log: str  # the subprocess's stdout + stderr (Megatron prints its full arg table)
 
 
+def release_overlay(release: str = PINNED_RELEASE) -> Optional[list[str]]:
+    """PYTHONPATH entries that put miles `release`'s source over the wheel's; [] for the wheel
+    itself ("0.0.2"); None when that release's overlay is not set up here."""
+    if release == WHEEL_RELEASE:
+        return []
+    venv = Path(os.environ.get("MILES_ORACLE_VENV", DEFAULT_VENV))
+    overlay = venv / f"overlay-{release}"
+    if not (overlay / ".pins").exists() or not (overlay / "miles-src" / "miles").is_dir():
+        return None
+    return [str(overlay / "miles-src"), str(overlay)]
+
+
 def oracle_python() -> Optional[str]:
     """The interpreter that can import miles: $MILES_ORACLE_PYTHON, else the oracle venv's."""
     explicit = os.environ.get("MILES_ORACLE_PYTHON")
@@ -57,9 +71,13 @@ def oracle_python() -> Optional[str]:
 
 
 def parse_many(
-    argvs: dict[str, list[str]], python: Optional[str] = None, timeout_s: float = 600.0
+    argvs: dict[str, list[str]],
+    python: Optional[str] = None,
+    timeout_s: float = 600.0,
+    release: Optional[str] = None,
 ) -> OracleRun:
-    """Parse each argv (keyed by a name) with miles' parse_args in ONE subprocess."""
+    """Parse each argv (keyed by a name) with miles' parse_args in ONE subprocess (the venv's
+    wheel, or `release`'s source overlay: release_overlay)."""
     python = python or oracle_python()
     if python is None:
         raise FileNotFoundError(f"no miles oracle interpreter found; {SETUP_HINT}")
@@ -69,7 +87,7 @@ def parse_many(
     with tempfile.TemporaryDirectory(prefix="miles_oracle_host_") as tmp:
         jobs_path, results_path = Path(tmp, "jobs.json"), Path(tmp, "results.json")
         jobs_path.write_text(json.dumps(jobs))
-        env = _child_env()
+        env = _child_env(release)
         start = time.monotonic()
         proc = subprocess.run(
             [python, str(CHILD_SCRIPT), "parse", str(jobs_path), str(results_path)],
@@ -90,9 +108,15 @@ def parse_many(
     return OracleRun(results, payload["import_seconds"], wall, log)
 
 
-def _child_env() -> dict[str, str]:
-    """The child's env: ours minus anything that would steer it away from CPU parsing."""
+def _child_env(release: Optional[str] = None) -> dict[str, str]:
+    """The child's env: ours minus anything that would steer it away from CPU parsing; with a
+    release overlay when `release` is given (and set up)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "WANDB_"))}
+    overlay = release_overlay(release) if release else None
+    if overlay:
+        env["PYTHONPATH"] = os.pathsep.join(overlay)
+        env["ORACLE_MILES_RELEASE"] = release
+        env["ORACLE_TORCHVISION_AVAILABLE"] = "1"
     env["CUDA_DEVICE_MAX_CONNECTIONS"] = "1"
     env["PYTHONWARNINGS"] = "ignore"
     env["PYTHONNOUSERSITE"] = "1"
@@ -100,14 +124,19 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def dump_flags(out_path: Path, python: Optional[str] = None) -> None:
-    """Write the installed miles parser's flag table (see scripts/dump_miles_flags.py)."""
+def dump_flags(
+    out_path: Path, python: Optional[str] = None, release: Optional[str] = PINNED_RELEASE
+) -> None:
+    """Write the miles parser's flag table (see scripts/dump_miles_flags.py): `release`'s
+    overlay in the oracle venv, or whatever miles `python` has when release is None."""
     python = python or oracle_python() or sys.executable
+    if release and release_overlay(release) is None:
+        raise FileNotFoundError(f"no miles {release} overlay; {SETUP_HINT}")
     proc = subprocess.run(
         [python, str(CHILD_SCRIPT), "dump", str(out_path)],
         capture_output=True,
         text=True,
-        env=_child_env(),
+        env=_child_env(release),
         timeout=600,
     )
     if proc.returncode != 0:

@@ -41,6 +41,11 @@ DERIVED_KEYS = (
     "rollout_batch_size",
     "n_samples_per_prompt",
     "num_rollout",
+    "partial_rollout",
+    "mask_offpolicy_in_partial_rollout",
+    "over_sampling_batch_size",
+    "dynamic_sampling_filter_path",
+    "max_weight_staleness",
     "rollout_num_gpus",
     "rollout_num_gpus_per_engine",
     "sglang_tp_size",
@@ -94,7 +99,11 @@ DERIVED_KEYS = (
     "max_tokens_per_gpu",
     "calculate_per_token_loss",
     "use_wandb",
+    "use_tensorboard",
+    "use_mlflow",
     "wandb_mode",
+    "use_tensorboard",
+    "use_mlflow",
     "eval_interval",
 )
 PATH_FLAGS = ("--hf-checkpoint", "--ref-load", "--load", "--prompt-data", "--custom-config-path")
@@ -107,6 +116,19 @@ def bootstrap() -> None:
         import torchvision  # noqa: F401
     except ImportError:
         _install_torchvision_stub()
+        if os.environ.get("ORACLE_TORCHVISION_AVAILABLE") == "1":
+            _report_torchvision_available()
+
+
+def _report_torchvision_available() -> None:
+    """v0.1.0's SGLang registers image processors at import, which transformers 5.12 refuses
+    without torchvision: let transformers see the stub (nothing here processes images)."""
+    from transformers.utils import import_utils
+
+    import_utils.is_torchvision_available = lambda: True
+    import_utils.is_torchvision_v2_available = lambda: True
+    message = import_utils.BACKENDS_MAPPING["torchvision"][1]
+    import_utils.BACKENDS_MAPPING["torchvision"] = (lambda: True, message)
 
 
 def _install_torchvision_stub() -> None:
@@ -297,6 +319,7 @@ def dump_actions(out_path: str) -> None:
         argparse.ArgumentParser.parse_args = original
     actions = [_action_record(a) for a in captured["parser"]._actions]
     meta = {"miles_rl_version": _miles_version(), "python": sys.version.split()[0]}
+    meta.update(_versions())
     with open(out_path, "w") as f:
         json.dump({"meta": meta, "actions": actions}, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -330,9 +353,27 @@ def _action_record(action: argparse.Action) -> dict[str, Any]:
     }
 
 
+def _versions() -> dict[str, str]:
+    """Where miles came from and the SGLang/transformers whose flags the table holds."""
+    from importlib import metadata
+
+    import miles
+
+    root = os.path.dirname(os.path.dirname(os.path.realpath(miles.__file__)))
+    out = {"miles_source": os.path.basename(root)}  # miles-v0.1.0 or site-packages (the wheel)
+    for dist in ("sglang", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "vendored"
+    return out
+
+
 def _miles_version() -> str:
     from importlib import metadata
 
+    if os.environ.get("ORACLE_MILES_RELEASE"):  # a source overlay (oracle.py sets it)
+        return os.environ["ORACLE_MILES_RELEASE"]
     try:
         return metadata.version("miles-rl")
     except metadata.PackageNotFoundError:
