@@ -2,6 +2,8 @@
 
 import sys
 
+from miles_hydra.errors import ConfigError
+from miles_hydra.launch import resume
 from miles_hydra.launch.help import answer
 from miles_hydra.launch.hints import typo_hints
 
@@ -9,6 +11,11 @@ if __name__ == "__main__":
     # Answered before Hydra is imported: --help and +describe read conf/ and the schemas only.
     if (rc := answer(sys.argv[1:])) is not None:
         sys.exit(rc)
+    try:  # resume=<run_dir>: the run's own overrides, the new ones and its directory
+        sys.argv[1:] = resume.rewrite_argv(sys.argv[1:])
+    except ConfigError as exc:
+        print(f"miles_hydra: {exc}", file=sys.stderr)
+        sys.exit(2)
     if hints := typo_hints(sys.argv[1:]):  # refuse typos with a "did you mean" before Hydra starts
         print("miles_hydra: invalid override(s):\n  " + "\n  ".join(hints), file=sys.stderr)
         sys.exit(2)

@@ -127,10 +127,13 @@ def sbatch_script(executor: submitit.SlurmExecutor) -> str:
     return executor._make_submission_file_text(executor._submitit_command_str, uid="")
 
 
-def submit_jobs(cfgs: Sequence[RunConfig], group: Path, task: AllocationTask) -> list[submitit.Job]:
+def submit_jobs(
+    cfgs: Sequence[RunConfig], group: Path, task: AllocationTask, job_dir: Optional[Path] = None
+) -> list[submitit.Job]:
     """Submit ``task`` once per config; several become one job array (same cluster settings).
 
-    Every job gets its own run directory ``<group>/<job id>`` (array tasks: ``<id>_<index>``).
+    Every job gets its own run directory ``<group>/<job id>`` (array tasks: ``<id>_<index>``),
+    or ``job_dir`` for a single job that continues a run in place.
     """
     if not cfgs:
         return []
@@ -139,6 +142,9 @@ def submit_jobs(cfgs: Sequence[RunConfig], group: Path, task: AllocationTask) ->
         raise ClusterError("all configs of one array must share the same cluster settings")
     group.mkdir(parents=True, exist_ok=True)
     executor = make_executor(cluster, group / ".submitit" / "%j", f"mh_{cfgs[0].experiment_name}")
+    if job_dir is not None:
+        (cfg,) = cfgs
+        return [executor.submit(task, cfg, str(job_dir), False)]
     if len(cfgs) == 1:
         return [executor.submit(task, cfgs[0], str(group))]
     with executor.batch():
@@ -175,29 +181,32 @@ def wait_for(job: submitit.Job, run_dir: Optional[Path] = None) -> dict:
     return result
 
 
-def submit_run(cfg: RunConfig, run_dir: Optional[Path], task: AllocationTask) -> Optional[dict]:
+def submit_run(
+    cfg: RunConfig, run_dir: Optional[Path], task: AllocationTask, job_dir: Optional[Path] = None
+) -> Optional[dict]:
     """Run ``task`` here or submit it; wait (``cluster.wait``) and return its final metrics.
 
     Returns None when ``cluster.wait=false`` (the job id and run dir are printed).
 
     ``run_dir`` is the directory of this launch (Hydra's output dir:
-    ``<output_root>/<experiment_name>/<time or sweep id>``); each job runs in ``<run_dir>/<job id>``.
+    ``<output_root>/<experiment_name>/<time or sweep id>``); each job runs in ``<run_dir>/<job id>``,
+    or in ``job_dir`` when it continues an earlier job's run there (``resume=<run_dir>``).
     """
     group = run_dir or rundir.group_dir(cfg.output_root, cfg.experiment_name)
     cluster = cfg.cluster
     if cluster.kind is ClusterKind.local:
-        result = task(cfg, str(group))
+        result = task(cfg, str(job_dir or group), job_dir is None)
     else:
-        (job,) = submit_jobs([cfg], group, task)
+        (job,) = submit_jobs([cfg], group, task, job_dir)
+        where = job_dir or rundir.job_run_dir(group, job.job_id)
         print(
-            f"miles_hydra: submitted job {job.job_id} ({cluster.kind.value}); "
-            f"run dir {rundir.job_run_dir(group, job.job_id)}",
+            f"miles_hydra: submitted job {job.job_id} ({cluster.kind.value}); run dir {where}",
             flush=True,
         )
         if not cluster.wait:
             return None
         try:
-            result = wait_for(job, rundir.job_run_dir(group, job.job_id))
+            result = wait_for(job, where)
         except KeyboardInterrupt:
             raise preemption.RunInterrupted("SIGINT", _stop_waiting(job, cluster)) from None
     assert result is not None  # task 0 always returns a dict

@@ -1,13 +1,12 @@
 """GPU accounting of a run: the one place that counts training, critic and rollout GPUs.
 
 ``ParallelismConfig`` knows the layout of one model; what the job's placement group holds also
-depends on the algorithm and the backend. miles (``miles_validate_args`` and
-``miles/ray/placement_group.py``) with ``--advantage-estimator ppo`` adds a critic laid out like
-the actor (``critic_num_nodes/gpus_per_node`` default to the actor's):
+depends on the algorithm and the backend. miles v0.1.0 (``miles_validate_args`` and
+``miles/ray/placement_group.py``) runs PPO as "shared Actor/Critic PPO": the critic is laid out
+like the actor on the actor's own placement group (offloaded in turn), so it adds no GPUs:
 
-- colocated: ``rollout_num_gpus = actor + critic`` and the placement group holds actor + critic
-  bundles; rollout engines span both, so a colocated PPO job needs twice the actor GPUs;
-- disaggregated: actor + critic + rollout bundles.
+- colocated: ``rollout_num_gpus = actor GPUs``; the rollout engines share the trained GPUs;
+- disaggregated: actor (+ critic on the same GPUs) + rollout bundles.
 
 The local backend trains actor and critic on its one device. plan.py (``plan_data``),
 validate.py (``_check_resources``) and the miles compiler (``plan_values``) all count with these.
@@ -42,7 +41,8 @@ def pipeline_stage_layers(cfg: RunConfig) -> list[int]:
 
 
 def critic_gpus(cfg: RunConfig) -> int:
-    """GPUs of miles' PPO critic (the actor's layout again); 0 without a critic or on local."""
+    """GPUs miles' PPO critic trains on: the actor's own (shared, not added); 0 without a critic
+    or on local."""
     ppo = cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo
     if cfg.backend.kind is not BackendKind.miles or not ppo:
         return 0
@@ -50,11 +50,9 @@ def critic_gpus(cfg: RunConfig) -> int:
 
 
 def rollout_gpus(cfg: RunConfig) -> int:
-    """miles' rollout_num_gpus: colocated engines span the actor's and the critic's GPUs."""
+    """miles' rollout_num_gpus: colocated engines span the trained GPUs."""
     p = cfg.parallelism
-    if p.colocate:
-        return p.actor_world_size + critic_gpus(cfg)
-    return p.total_rollout_gpus
+    return p.actor_world_size if p.colocate else p.total_rollout_gpus
 
 
 def num_engines(cfg: RunConfig) -> int:
@@ -65,16 +63,13 @@ def num_engines(cfg: RunConfig) -> int:
 def total_gpus(cfg: RunConfig) -> int:
     """GPUs the job's placement group holds (what the allocation must provide)."""
     p = cfg.parallelism
-    trained = p.actor_world_size + critic_gpus(cfg)
-    return trained if p.colocate else trained + p.total_rollout_gpus
+    return p.actor_world_size if p.colocate else p.actor_world_size + p.total_rollout_gpus
 
 
 def gpu_breakdown(cfg: RunConfig) -> str:
-    """``8 training + 8 critic + 16 rollout`` (colocated rollout shares the trained GPUs)."""
+    """``8 training (actor + critic) + 16 rollout`` (colocated rollout shares the trained GPUs)."""
     p = cfg.parallelism
-    parts = [f"{p.actor_world_size} training"]
-    if critic_gpus(cfg):
-        parts.append(f"{critic_gpus(cfg)} critic")
+    parts = [f"{p.actor_world_size} training" + (" (actor + critic)" if critic_gpus(cfg) else "")]
     if not p.colocate:
         parts.append(f"{p.total_rollout_gpus} rollout")
     return " + ".join(parts)

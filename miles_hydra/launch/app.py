@@ -10,11 +10,12 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from miles_hydra.config import Mode, RunConfig
 from miles_hydra.config.store import materialize
 from miles_hydra.errors import ConfigError
+from miles_hydra.launch import resume
 from miles_hydra.sweep.manifest import IN_JOB_ENV
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def main(cfg: DictConfig) -> float | None:
     """Validate the whole config before anything runs; then act on ``cfg.mode``."""
     try:
         run = materialize(cfg)
+        resume.check(_task_config(cfg))  # resume=<run_dir>: the same config, or told otherwise
     except ConfigError as exc:
         discard_run_dir(cfg.output_root)
         print(f"miles_hydra: invalid config: {exc}", file=sys.stderr)
@@ -46,6 +48,12 @@ def main(cfg: DictConfig) -> float | None:
         discard_run_dir(cfg.output_root)
         sys.exit(run_check(run))
     return _run(run)
+
+
+def _task_config(cfg: DictConfig) -> dict:
+    """The config as Hydra saves it in ``.hydra/config.yaml`` (without ``hydra``), resolved."""
+    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(task, resolve=True, enum_to_str=True)
 
 
 def discard_run_dir(output_root: str) -> None:

@@ -140,7 +140,9 @@ def _layout_lines(run: RunConfig, d: dict[str, Any], hw: Hardware | None) -> lis
     if d["pp"] > 1:
         lines.append(f"pipeline:  decoder layers per stage {d['pp_stage_layers']}")
     if d["critic_gpus"]:
-        lines.append(f"critic:    {d['critic_gpus']} GPUs (PPO value model, the training layout)")
+        lines.append(
+            f"critic:    PPO value model on the {d['critic_gpus']} training GPUs (shared, offloaded)"
+        )
     lines += [
         f"rollout:   {d['rollout_gpus']} GPUs = {d['engines']} engine(s) x TP {d['engine_tp']}",
         f"placement: {'colocated (train and rollout take turns, offloading)' if d['colocate'] else 'disaggregated'}"

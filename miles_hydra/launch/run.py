@@ -23,6 +23,7 @@ from miles_hydra.cluster.allocation import AllocationTask
 from miles_hydra.cluster.submit import submit_run
 from miles_hydra.config import RunConfig
 from miles_hydra.config.backend import BackendKind
+from miles_hydra.launch import resume
 from miles_hydra.sweep.manifest import write_status
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,9 @@ def run_with_status(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 def _interrupted(cfg: RunConfig, signal_name: str, run_dir: Path, step: int | None) -> str:
     if step is None:
         return f"interrupted by {signal_name} (no checkpoint of this step); run dir {run_dir}"
-    ckpt = cfg.checkpoint.save or run_dir / "checkpoints"
     return (
-        f"interrupted by {signal_name}: checkpointed after rollout {step}; run dir {run_dir}; "
-        f"continue with checkpoint.load={ckpt}"
+        f"interrupted by {signal_name}: checkpointed after rollout {step}; continue in place "
+        f"with: python launch.py resume={run_dir}"
     )
 
 
@@ -106,7 +106,7 @@ def launch_run(cfg: RunConfig, run_dir: Path | None) -> float | None:
     """Hand a single run to the configured cluster; return its objective. Interrupted
     (SIGINT/SIGTERM): one line, no traceback, exit code 128 + the signal."""
     try:
-        metrics = submit_run(cfg, run_dir, allocation_task(cfg))
+        metrics = submit_run(cfg, run_dir, allocation_task(cfg), resume.job_dir())
     except preemption.RunInterrupted as exc:
         print(f"miles_hydra: {exc.detail}", file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None

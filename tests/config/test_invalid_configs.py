@@ -177,19 +177,6 @@ INVALID: list[tuple[str, list[str], str, str]] = [
         "needs 64",
     ),
     (
-        "slurm_colocated_ppo_needs_critic_gpus",
-        [
-            *QWEN4B,
-            "parallelism=tp8",
-            "algorithm=ppo",
-            "cluster=slurm",
-            "cluster.nodes=1",
-            "cluster.gpus_per_node=8",
-        ],
-        "cluster.nodes",
-        "needs 16 (8 training + 8 critic)",
-    ),
-    (
         "miles_synthetic_task_with_miles_rm",
         [*QWEN4B, "reward=math"],
         "reward.rm_type",

@@ -32,7 +32,7 @@ PRESETS: dict[str, list[str]] = {
         "algorithm=grpo",
     ],
     "qwen3_4b_tp8_bf16": ["model=qwen3_4b", "parallelism=tp8", "precision=bf16"],
-    # Colocated PPO on miles: the critic's 8 GPUs join the placement group and the rollout.
+    # Colocated PPO on miles v0.1.0: the critic shares the actor's 8 GPUs (shared Actor/Critic).
     "qwen3_8b_tp8_ppo_colocated": [
         "model=qwen3_8b",
         "parallelism=tp8",

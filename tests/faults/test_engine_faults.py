@@ -74,11 +74,13 @@ def test_killed_actor_fails_fast_then_the_run_resumes_exactly(tmp_path: Path, ac
     run_dir = tmp_path / "run"
     killed: list[float] = []
 
+    stale = set(_actor_pids(actor))  # an earlier test's actor process may not be reaped yet
+
     def kill_at_rollout_2() -> None:
         deadline = time.monotonic() + 400
         pids: list[int] = []
-        while time.monotonic() < deadline and not pids:  # found before the run steps
-            pids = _actor_pids(actor)
+        while time.monotonic() < deadline and not pids:  # this run's actor, before it steps
+            pids = [pid for pid in _actor_pids(actor) if pid not in stale]
             time.sleep(0.1)
         while time.monotonic() < deadline and not killed:
             if any(step >= 2 for step in _steps(run_dir)):

@@ -220,7 +220,7 @@ def test_plan_values_follow_the_config(miles_combos) -> None:
     run = miles_combos.valid["qwen3_8b__tp8__ppo__eagle__bf16"]
     plan = plan_values(run)
     assert plan["world_size"] == 8 and plan["global_batch_size"] == 256
-    assert plan["rollout_num_gpus"] == 16  # colocated ppo: miles adds the critic's GPUs
+    assert plan["rollout_num_gpus"] == 8  # colocated ppo (v0.1.0): the critic shares the GPUs
     assert plan["sglang_tp_size"] == 2 and plan["use_critic"] is True
 
 

@@ -166,24 +166,22 @@ def test_custom_reward_path_travels_in_the_inline_config() -> None:
     assert config == {rewards.CUSTOM_RM_KEY: "a.b:c"}
 
 
-def test_colocated_ppo_counts_the_critic_everywhere() -> None:
-    """miles: colocate + ppo => rollout_num_gpus = actor + critic; the placement group doubles."""
+def test_ppo_critic_shares_the_actor_gpus() -> None:
+    """miles v0.1.0 runs "shared Actor/Critic PPO": the critic sits on the actor's placement
+    group, so colocated rollout_num_gpus = the actor's GPUs and PPO needs no more GPUs than GRPO."""
     run = _run("model=qwen3_8b", "parallelism=tp8", "precision=bf16", "algorithm=ppo")
-    assert (critic_gpus(run), rollout_gpus(run), total_gpus(run), num_engines(run)) == (
-        8,
-        16,
-        16,
-        8,
-    )
+    assert (critic_gpus(run), rollout_gpus(run), total_gpus(run), num_engines(run)) == (8, 8, 8, 4)
     d = plan_data(run)
     assert (d["training_gpus"], d["critic_gpus"], d["rollout_gpus"], d["total_gpus"]) == (
         8,
         8,
-        16,
-        16,
+        8,
+        8,
     )
-    assert plan_values(run)["rollout_num_gpus"] == 16
-    assert "critic:    8 GPUs" in render_plan(run, with_command=False)
+    assert plan_values(run)["rollout_num_gpus"] == 8
+    assert "critic:    PPO value model on the 8 training GPUs" in render_plan(
+        run, with_command=False
+    )
     disagg = _run(
         "model=qwen3_8b",
         "parallelism=tp8",
@@ -192,17 +190,14 @@ def test_colocated_ppo_counts_the_critic_everywhere() -> None:
         "parallelism.colocate=false",
         "parallelism.rollout_num_gpus=8",
     )
-    assert (rollout_gpus(disagg), total_gpus(disagg)) == (8, 24)
+    assert (rollout_gpus(disagg), total_gpus(disagg)) == (8, 16)
 
 
-def test_slurm_allocation_must_hold_the_critic() -> None:
+def test_slurm_allocation_for_ppo_is_the_actors() -> None:
     slurm = ["cluster=slurm", "cluster.nodes=1", "cluster.gpus_per_node=8"]
     base = ["model=qwen3_8b", "parallelism=tp8", "precision=bf16", *slurm]
     _run(*base)  # grpo: 8 GPUs fit
-    with pytest.raises(ConfigError) as info:
-        _run(*base, "algorithm=ppo")
-    assert info.value.key == "cluster.nodes" and "8 training + 8 critic" in str(info.value)
-    assert "cluster.nodes=2" in str(info.value)
+    assert total_gpus(_run(*base, "algorithm=ppo")) == 8  # and so does PPO: the critic shares them
 
 
 def _fake_oracle(monkeypatch, derived: dict) -> None:
@@ -213,7 +208,7 @@ def _fake_oracle(monkeypatch, derived: dict) -> None:
     result = OracleResult(id="check", ok=True, derived=derived)
     monkeypatch.setattr(check, "oracle_python", lambda: "python3")
     monkeypatch.setattr(
-        check, "parse_many", lambda argvs, python: SimpleNamespace(results=[result])
+        check, "parse_many", lambda argvs, python, **_: SimpleNamespace(results=[result])
     )
 
 
@@ -224,9 +219,9 @@ def test_mode_check_exit_status_follows_every_derived_value(monkeypatch, capsys)
     _fake_oracle(monkeypatch, plan_values(run))
     assert run_check(run) == 0
     assert "derived values match the plan" in capsys.readouterr().out
-    _fake_oracle(monkeypatch, {**plan_values(run), "rollout_num_gpus": 8})  # critic forgotten
+    _fake_oracle(monkeypatch, {**plan_values(run), "rollout_num_gpus": 16})  # critic counted twice
     assert run_check(run) == 1
-    assert "derived rollout_num_gpus: plan 16 != miles 8" in capsys.readouterr().out
+    assert "derived rollout_num_gpus: plan 8 != miles 16" in capsys.readouterr().out
 
 
 def test_mode_check_without_miles_parser_is_two(monkeypatch, tmp_path, capsys) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from support.slurmenv import NO_SLURM, sacct_state
+from support.slurmenv import NO_SLURM, wait_for_state
 from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.sweep.manifest import read_status
@@ -117,7 +117,7 @@ def test_async_study_prunes_and_resumes_after_its_launcher_is_killed(tmp_path):
     for trial, job_id in zip(trials, job_ids):
         run_dir = sweep_dir / str(trial.number)
         assert read_status(run_dir)["state"] == "pruned"
-        assert sacct_state(job_id) == "COMPLETED"  # stopped cleanly, not cancelled
+        assert wait_for_state(job_id, "COMPLETED", timeout_s=120)  # stopped cleanly, not cancelled
         steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
         assert steps == list(range(len(steps))) and 1 <= len(steps) < 40  # stopped early
         assert any((run_dir / "checkpoints").iterdir())  # its checkpoint stays

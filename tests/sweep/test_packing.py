@@ -78,7 +78,8 @@ def test_four_trials_run_in_one_slurm_job(tmp_path):
     (manifest_path,) = tmp_path.rglob("sweep.json")
     sweep_dir = manifest_path.parent
     job_id = json.loads(manifest_path.read_text())["array_job_id"]  # one task: a plain job
-    assert [p.name for p in (sweep_dir / ".submitit").iterdir()] == [job_id]
+    jobs = [p.name for p in (sweep_dir / ".submitit").iterdir() if not p.name.startswith(".")]
+    assert jobs == [job_id]  # (submitit keeps its .submission_file_*.sh beside the job dirs)
     assert wait_for_state(job_id, "COMPLETED", timeout_s=60)
     ports, cpus = set(), []
     for num in range(4):

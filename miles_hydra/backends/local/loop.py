@@ -77,8 +77,9 @@ class _Loop:
         self.prefetched: tuple[Collected, float] | None = None
         self.pending: Future | None = None  # async: its collection in the background thread
         self.pool = ThreadPoolExecutor(1, "rollout") if r.async_training else None
+        self.resumed = False  # set by _resume when a checkpoint was loaded
         self.start_step, wandb_id = self._resume()
-        self.logger = MetricsLogger(cfg, run_dir, self.start_step, wandb_id)
+        self.logger = MetricsLogger(cfg, run_dir, self.start_step, wandb_id, self.resumed)
 
     # ---------------------------------------------------------------- resume
     def _resume(self) -> tuple[int, str | None]:
@@ -108,17 +109,21 @@ class _Loop:
         self.collector.load_state_dict(state.get("collector"), Prompt)
         self.prefetched = state.get("prefetched") if self.cfg.rollout.async_training else None
         log.info("resuming from %s at rollout %d", ckpt, state["step"])
+        self.resumed = True
         return int(state["step"]), state.get("wandb_id")
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         try:
-            if self.start_step == 0:
+            fresh = not self.resumed
+            if fresh:
                 self._warm_start()
             self.actors.sync_weights()
-            if self.start_step == 0 and cfg.rollout.eval_interval:
+            if fresh and cfg.rollout.eval_interval:
                 self.logger.log_eval(0, self.evaluator.run())
+            if fresh and cfg.data.warmup_sft_steps and cfg.checkpoint.save_interval is not None:
+                self._save(0)  # the warm-started policy: a resume never repeats the warm-start
             for rollout_id in range(self.start_step, cfg.rollout.num_rollout):
                 self._step(rollout_id)
                 done = rollout_id + 1

@@ -95,12 +95,17 @@ class MetricsLogger:
     """Writes records to metrics.jsonl, the progress bar and the configured trackers."""
 
     def __init__(
-        self, cfg: RunConfig, run_dir: Path, start_step: int, wandb_id: str | None = None
+        self,
+        cfg: RunConfig,
+        run_dir: Path,
+        start_step: int,
+        wandb_id: str | None = None,
+        resumed: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
         truncate_records(self.path, start_step)
-        if start_step == 0 and self.path.exists():
+        if not resumed and self.path.exists():  # a fresh run in a used directory starts over
             self.path.unlink()
         self.steps_per_rollout = cfg.rollout.num_steps_per_rollout
         self.bar = None

@@ -108,7 +108,7 @@ def plan_values(cfg: RunConfig) -> dict[str, Any]:
     the oracle tests compare every key with miles' parsed args)."""
     p, r, s = cfg.parallelism, cfg.rollout, cfg.speculative
     values = {
-        "rollout_num_gpus": rollout_gpus(cfg),  # colocated ppo adds the critic's GPUs
+        "rollout_num_gpus": rollout_gpus(cfg),  # colocated: the trained GPUs
         "world_size": p.actor_world_size,
         "data_parallel_size": p.data_parallel_size,
         "global_batch_size": r.effective_global_batch_size,

@@ -27,6 +27,7 @@ from miles_hydra.backends.miles.check.oracle import (
     release_overlay,
 )
 from miles_hydra.backends.miles.compile import MilesCommand, compile_miles, plan_values
+from miles_hydra.config.algorithm import AdvantageEstimator
 from miles_hydra.config.run import RunConfig
 
 
@@ -84,14 +85,27 @@ def check_with_oracle(
     report.oracle = parse_many({"check": cmd.argv}, python=python, release=release).results[0]
     if report.oracle.ok:
         planned = plan_values(cfg)
-        report.mismatches = compare(planned, report.oracle.derived)
-        report.compared = len(planned)
+        skip = release_specific_keys(cfg, pinned=release is not None)
+        report.mismatches = compare(planned, report.oracle.derived, skip)
+        report.compared = len(planned) - len(skip)
     return report
 
 
-def compare(plan: dict[str, Any], derived: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def release_specific_keys(cfg: RunConfig, pinned: bool) -> tuple[str, ...]:
+    """Derived values whose rule changed between the miles-rl 0.0.2 wheel and the pinned v0.1.0,
+    compared only when the oracle parsed with v0.1.0: v0.1.0 runs "shared Actor/Critic PPO" (the
+    critic on the actor's GPUs); 0.0.2 added the critic's GPUs to a colocated rollout."""
+    ppo = cfg.algorithm.advantage_estimator is AdvantageEstimator.ppo
+    return () if pinned or not ppo else ("rollout_num_gpus",)
+
+
+def compare(
+    plan: dict[str, Any], derived: dict[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, tuple[Any, Any]]:
     """Keys whose planned value differs from miles' derived one (floats compared exactly)."""
-    return {k: (v, derived.get(k)) for k, v in plan.items() if derived.get(k) != v}
+    return {
+        k: (v, derived.get(k)) for k, v in plan.items() if k not in skip and derived.get(k) != v
+    }
 
 
 def check(run: Any) -> int:
