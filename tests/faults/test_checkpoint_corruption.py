@@ -4,26 +4,17 @@ from the older intact checkpoint, logs which one it skipped and why, and finishe
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 from conftest import compose_config, materialize
+from support import ray_local
 from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.backends.local import checkpoint, loop
 from miles_hydra.backends.local.metrics import read_records
 
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+ray_instance = pytest.fixture(scope="module", autouse=True)(ray_local.ray_instance)
 
 
 @pytest.mark.fault("truncated or deleted checkpoint file")

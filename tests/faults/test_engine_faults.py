@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config, materialize
+from support import ray_local
 from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.backends.local import checkpoint, loop
@@ -24,15 +25,7 @@ from miles_hydra.cluster import preemption
 NUM = 24  # rollouts of each run here
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+ray_instance = pytest.fixture(scope="module", autouse=True)(ray_local.ray_instance)
 
 
 def _cfg(tmp_path: Path, *overrides: str):

@@ -5,11 +5,11 @@ off-policy gap that TIS corrects."""
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import pytest
+from support import ray_local
 from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.backends.local import loop
@@ -32,15 +32,7 @@ ASYNC = [
 KEYS = ("rollout/raw_reward", "rollout/response_len/mean", "train/pg_loss", "train/grad_norm")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_instance():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+ray_instance = pytest.fixture(scope="module", autouse=True)(ray_local.ray_instance)
 
 
 def steps(run_dir: Path) -> list[dict]:
