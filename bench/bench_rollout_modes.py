@@ -2,7 +2,7 @@
 + over-sampling + dynamic sampling, and the one-step-off pipeline.
 
     python bench/bench_rollout_modes.py                         # CPU, tiny model, 6 rollouts
-    python bench/bench_rollout_modes.py --rollouts 10 backend.device=cuda model=qwen3_0.6b
+    python bench/bench_rollout_modes.py --preset gpu --actors inproc --rollouts 10   # one GPU
 
 Each mode is one whole ``loop.train`` run through Ray (one Ray session for all, same seed and
 config otherwise, ``algorithm=grpo_tis`` in every mode so the objective is the same). The
@@ -39,36 +39,52 @@ from bench_local_engine import load_config  # noqa: E402
 
 from miles_hydra.backends.local.collector import Group, RolloutCollector, Sample  # noqa: E402
 
-BASE = [
-    "model.hidden_size=64",
-    "model.ffn_hidden_size=128",
-    "model.num_attention_heads=2",
-    "model.num_query_groups=1",
-    "model.kv_channels=32",
-    "backend.device=cpu",
-    "rollout.rollout_batch_size=8",
-    "rollout.n_samples_per_prompt=4",
-    "rollout.rollout_max_response_len=96",
-    "algorithm=grpo_tis",
-    "data.warmup_sft_steps=0",
-    "logging.progress_bar=false",
-]
+COMMON = ["algorithm=grpo_tis", "data.warmup_sft_steps=0", "logging.progress_bar=false"]
+PRESETS: dict[str, list[str]] = {
+    # CPU, minutes: a 64-wide model, 8 prompts x 4 samples, responses up to 96 tokens
+    "cpu": [
+        "model.hidden_size=64",
+        "model.ffn_hidden_size=128",
+        "model.num_attention_heads=2",
+        "model.num_query_groups=1",
+        "model.kv_channels=32",
+        "backend.device=cpu",
+        "rollout.rollout_batch_size=8",
+        "rollout.n_samples_per_prompt=4",
+        "rollout.rollout_max_response_len=96",
+    ],
+    # one GPU: the Qwen3-0.6B body (28 x 1024, GQA 16/8) over the task's small vocabulary,
+    # bf16, 32 prompts x 8 samples = 256 per rollout, responses up to 256 tokens
+    "gpu": [
+        "model.num_layers=28",
+        "model.hidden_size=1024",
+        "model.ffn_hidden_size=3072",
+        "model.num_attention_heads=16",
+        "model.num_query_groups=8",
+        "model.kv_channels=128",
+        "backend.device=cuda",
+        "precision=bf16",
+        "parallelism=single_gpu",
+        "rollout.rollout_batch_size=32",
+        "rollout.n_samples_per_prompt=8",
+        "rollout.rollout_max_response_len=256",
+        "algorithm.lr=1e-4",
+    ],
+}
 MODES: dict[str, list[str]] = {
     "none": [],
     "partial": [
         "rollout.partial_rollout=true",
-        "rollout.over_sampling_batch_size=12",
+        "rollout.over_sampling_batch_size={over_1_5}",
     ],
     "partial+oversample+dynamic": [
         "rollout.partial_rollout=true",
-        "rollout.over_sampling_batch_size=16",
+        "rollout.over_sampling_batch_size={over_2}",
         "rollout.dynamic_sampling=nonzero_std",
         "rollout.dynamic_sampling_max_rounds=4",
     ],
     "one_step_off": [
         "rollout.async_training=true",
-        "parallelism.colocate=false",
-        "parallelism.rollout_num_gpus=1",
     ],
 }
 
@@ -86,12 +102,22 @@ class HeavyTailCollector(RolloutCollector):
         return max(1, min(cap, target) - len(sample.response_ids))
 
 
-def run_mode(name: str, overrides: list[str], rollouts: int, out_dir: Path) -> dict[str, Any]:
+def run_mode(
+    name: str, overrides: list[str], rollouts: int, out_dir: Path, preset: str = "cpu"
+) -> dict[str, Any]:
     from miles_hydra.backends.local import loop
     from miles_hydra.backends.local.metrics import read_records
 
+    batch = load_config(PRESETS[preset]).rollout.rollout_batch_size
+    over = {"over_1_5": batch * 3 // 2, "over_2": batch * 2}  # over-sampling: x1.5, x2 the batch
     cfg = load_config(
-        [*BASE, *overrides, f"rollout.num_rollout={rollouts}", f"rollout.eval_interval={rollouts}"]
+        [
+            *COMMON,
+            *PRESETS[preset],
+            *(o.format(**over) for o in overrides),
+            f"rollout.num_rollout={rollouts}",
+            f"rollout.eval_interval={rollouts}",
+        ]
     )
     run_dir = out_dir / name.replace("+", "_")
     loop.RolloutCollector = HeavyTailCollector  # type: ignore[attr-defined]
@@ -152,6 +178,7 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rollouts", type=int, default=6)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--repeats", type=int, default=1, help="runs per mode, order alternating")
@@ -175,9 +202,11 @@ def main() -> None:
         for rep in range(args.repeats):  # A B C D, D C B A, ...: drifting load hits all modes
             for name in names if rep % 2 == 0 else names[::-1]:
                 out = Path(tmp) / f"rep{rep}"
-                runs[name].append(
-                    run_mode(name, [*MODES[name], *args.overrides], args.rollouts, out)
+                result = run_mode(
+                    name, [*MODES[name], *args.overrides], args.rollouts, out, args.preset
                 )
+                runs[name].append(result)
+                print(json.dumps({"mode": name, "repeat": rep, **result}), file=sys.stderr)
     for name, reps in runs.items():  # the least disturbed repeat of each mode
         results[name] = min(reps, key=lambda r: r["step_time_s"])
         results[name]["repeats_step_time_s"] = [r["step_time_s"] for r in reps]
@@ -186,6 +215,7 @@ def main() -> None:
             {
                 "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                 "actors": args.actors,
+                "preset": args.preset,
                 "rollouts": args.rollouts,
                 "repeats": args.repeats,
                 "modes": results,

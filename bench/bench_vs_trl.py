@@ -1,7 +1,7 @@
 """End to end against TRL: our local engine vs TRL's ``GRPOTrainer`` on one GPU (issue 20.3).
 
-    python bench/bench_vs_trl.py --preset h200 --sides ours,ours_devsync,trl --trl-budget 70
-    python bench/bench_vs_trl.py --preset h200_long --sides ours,ours_devsync,trl --trl-budget 70
+    python bench/bench_vs_trl.py --preset h200 --sides ours,trl --trl-budget 70
+    python bench/bench_vs_trl.py --preset h200_long --sides ours,trl --trl-budget 70
     python bench/bench_vs_trl.py --preset smoke --device cpu --sides ours --in-process  # CPU test
 
 On the device machine (no trl, datasets, Ray, Hydra there): carry the wheels of trl, datasets,
@@ -50,9 +50,9 @@ Methodology. One workload (``PRESETS``), run by both sides from the same start:
   trainer and engine, in one process), and the reward after equal wall time W = the shorter
   total step time of ours and TRL: the mean reward of the last ``--reward-window`` steps
   finished by W on each side.
-- ``ours_devsync`` (optional side): ours with the trainer handing the engine its GPU tensors
-  instead of a CPU copy (a bench-only patch of ``TrainerActor.engine_state_dict``): what the
-  weight sync through the CPU costs. Not what the engine ships.
+- Weight sync (ours): the engine's own route (``backends/local/weight_sync.py``); with the
+  actors in one process, a device-side copy/cast from the trainer's tensors (the bench-only
+  ``ours_devsync`` side that did this before is gone: the engine ships it).
 - Limits: ``--trl-budget`` stops TRL after that many seconds of steps; ``--side-timeout`` kills
   a side's process (ours then counts the steps its metrics.jsonl holds).
 
@@ -139,7 +139,6 @@ PRESETS = {
 
 SIDES = {  # --sides: name -> table label
     "ours": "ours (`backend.device=cuda`)",
-    "ours_devsync": "ours + same-GPU weight handoff (bench-only patch)",
     "trl": "TRL `GRPOTrainer`",
 }
 
@@ -229,12 +228,7 @@ def rl_prompts(w: Workload, device: str, steps: int) -> list[dict[str, str]]:
 def run_ours(
     w: Workload, device: str, warm_dir: Path, out: Path, side: str = "ours"
 ) -> dict[str, Any]:
-    """Our RL loop from the warm-start, actors in this process; per-step rows + peak memory.
-
-    ``side="ours_devsync"``: the trainer hands the engine its weights where they are (on the
-    GPU) instead of a CPU copy (``TrainerActor.engine_state_dict``), the engine copying them
-    device to device. A bench-only patch, possible because both live in this process: what
-    the weight sync costs, and what a same-GPU handoff in the engine would save."""
+    """Our RL loop from the warm-start, actors in this process; per-step rows + peak memory."""
     import torch
     from inproc_ray import ray_or_inproc
 
@@ -242,20 +236,13 @@ def run_ours(
     with ray_or_inproc("inproc"):
         from miles_hydra.backends.local import loop
         from miles_hydra.backends.local.metrics import read_records
-        from miles_hydra.backends.local.trainer import TrainerActor
 
         cfg = compose(our_overrides(w, device, w.ours_steps, warm_dir))
         run_dir = out / f"{side}_run"
         shutil.rmtree(run_dir, ignore_errors=True)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        shipped = TrainerActor.engine_state_dict
-        if side == "ours_devsync":
-            TrainerActor.engine_state_dict = _state_on_device
-        try:
-            loop.train(cfg, run_dir)
-        finally:
-            TrainerActor.engine_state_dict = shipped
+        loop.train(cfg, run_dir)
         ended = time.perf_counter()
         records = [r for r in read_records(run_dir / "metrics.jsonl") if "step" in r]
     rows = our_rows(records)
@@ -267,11 +254,6 @@ def run_ours(
         "startup_s": (ended - began) - (rows[-1]["elapsed_s"] if rows else 0.0),
         "peak_mem_gib": peak_memory(device),
     }
-
-
-def _state_on_device(trainer: Any) -> dict[str, Any]:
-    """``engine_state_dict`` without the CPU copy (``ours_devsync``)."""
-    return {k: v.detach() for k, v in trainer.policy.state_dict().items()}
 
 
 def our_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -48,16 +48,20 @@ class MilesHydraLauncher(Launcher):
         self.task_function = task_function
 
     def validate(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> None:
-        """Compose and validate every variant; on any refusal (ours or Hydra's) print each bad
-        variant with its number and key and exit 2. Called by the sweeper before the sweep
-        directory exists."""
+        """Compose and validate every variant, then run their pre-submission checks (files,
+        reward, checkpoint, Slurm); on any refusal (ours or Hydra's) print each bad variant with
+        its number and key and exit 2. Called by the sweeper before the sweep directory
+        exists, so a refused sweep leaves nothing behind."""
+        from miles_hydra.launch.preflight import refuse_failed_variants
         from miles_hydra.sweep.variants import SweepValidationError, validate_variants
 
         assert self.config is not None and self.hydra_context is not None
         try:
-            validate_variants(
+            runs = validate_variants(
                 self.hydra_context.config_loader, self.config, job_overrides, initial_job_idx
             )
+            nums = [initial_job_idx + i for i in range(len(runs))]
+            refuse_failed_variants(runs, nums)
         except SweepValidationError as exc:
             print(f"miles_hydra: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -77,9 +81,6 @@ class MilesHydraLauncher(Launcher):
                 initial_job_idx,
                 sweep_dir,
             )
-            from miles_hydra.launch.preflight import refuse_failed_variants
-
-            refuse_failed_variants(plan.runs, plan.nums)  # files, reward, checkpoint, Slurm
         except SweepValidationError as exc:
             print(f"miles_hydra: {exc}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -4,6 +4,7 @@ submit        RunConfig -> submitit job: the one executor builder (single runs a
 allocation    what each task of the allocation runs (AllocationTask): Ray head/worker, then the
               job function on node 0
 ray_cluster   Ray bring-up with per-job ports, polling readiness, clean stop
+placement     which node runs which actor of the local backend on several nodes
 rundir        the run directory and what it records (config, redacted env, git state)
 preemption    Slurm's warning signal -> flag polled by training -> requeue through submitit;
               SIGINT/SIGTERM -> checkpoint and stop

@@ -12,12 +12,14 @@ Three things are called "job" around here; this module is the middle one:
 Task 0 writes the run record, starts the Ray head, waits for every node, runs the job function
 and writes ``result.json``; the other tasks join Ray and wait. A job function that returns
 ``{"preempted": True}`` after the warning signal has the job requeued through submitit; it
-resumes in the same run directory.
+resumes in the same run directory. So does a job that loses a node mid-run, while it has been
+requeued fewer than ``cluster.max_num_requeue`` times (else it fails, naming the node).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -30,6 +32,8 @@ import submitit
 
 from miles_hydra.cluster import cleanup, preemption, rundir, secrets
 from miles_hydra.cluster.ray_cluster import RaySpec, free_port, head_node, worker_node
+from miles_hydra.launch.console import ray_driver_options
+from miles_hydra.sweep.manifest import write_status
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,7 @@ def run_allocation_task(
         rendezvous_dir=run_dir / "ray",
         attempt_id=f"{task.job_id}_{task.restart}{os.environ.get(PACK_SLOT_ENV, '')}",
         dashboard_port=free_port() if ray_job_api else None,
+        driver_options=ray_driver_options(run_dir, cfg.logging.verbose),
     )
     if task.rank != 0:
         worker_node(spec, task.rank, run_dir / "logs")
@@ -115,7 +120,7 @@ def run_allocation_task(
         rundir.write_run_record(run_dir, cfg)
         preemption.install()
         try:
-            result = _run_head(cfg, spec, run_dir, job_fn)
+            result = _run_head(cfg, spec, run_dir, job_fn, task.restart)
         except BaseException:
             preemption.uninstall()
             secrets.delete_secrets()
@@ -128,10 +133,11 @@ def run_allocation_task(
     return result
 
 
-def _run_head(cfg: Any, spec: RaySpec, run_dir: Path, job_fn: JobFn) -> dict:
+def _run_head(cfg: Any, spec: RaySpec, run_dir: Path, job_fn: JobFn, restart: int) -> dict:
     started = time.monotonic()
     if cfg.cluster.start_ray:
-        with head_node(spec, run_dir / "logs"):
+        on_lost = functools.partial(_after_node_loss, cfg.cluster.max_num_requeue, run_dir, restart)
+        with head_node(spec, run_dir / "logs", on_node_lost=on_lost):
             ray_up_s = time.monotonic() - started
             result = dict(job_fn(cfg, run_dir))
         result.setdefault("cluster/ray_startup_s", round(ray_up_s, 2))
@@ -140,6 +146,28 @@ def _run_head(cfg: Any, spec: RaySpec, run_dir: Path, job_fn: JobFn) -> dict:
     result.setdefault("cluster/job_wall_s", round(time.monotonic() - started, 2))
     rundir.write_result(run_dir, result)
     return result
+
+
+def _after_node_loss(max_num_requeue: int, run_dir: Path, restart: int, reason: str) -> None:
+    """A node of the job died mid-run (``reason`` names it). A Slurm job requeued fewer than
+    ``cluster.max_num_requeue`` times so far is requeued (raises SystemExit): the next attempt
+    resumes from the last checkpoint. Otherwise the job fails, and ``status.json`` says why."""
+    if restart < max_num_requeue and preemption.can_requeue():
+        write_status(run_dir, "preempted", error=reason, requeue=restart + 1)
+        log.warning(
+            "%s; requeueing the job (requeue %d of at most %d, cluster.max_num_requeue)",
+            reason,
+            restart + 1,
+            max_num_requeue,
+        )
+        preemption.requeue_and_exit()
+    write_status(run_dir, "failed", error=reason)
+    log.error(
+        "%s; the job fails (requeued %d of cluster.max_num_requeue=%d times)",
+        reason,
+        restart,
+        max_num_requeue,
+    )
 
 
 class AllocationTask(submitit.helpers.Checkpointable):

@@ -1,7 +1,8 @@
 """Ray temp dirs left behind by dead jobs of this user, removed when the next job starts.
 
 A job's Ray node keeps its sockets, logs and spilled objects in ``/tmp/mh_ray_<job id>_<attempt>
-_<rank>`` (``miles_hydra.cluster.ray_cluster``) and removes it when it stops cleanly. A job that
+_<rank>`` (``/tmp/mh_ray_<job id>_<attempt>p<slot>_<rank>`` for each trial packed into one job;
+``miles_hydra.cluster.ray_cluster``) and removes it when it stops cleanly. A job that
 was killed (``kill -9``, a node failure, a requeue) cannot, so each job start removes the dirs of
 this node that are provably dead:
 
@@ -26,8 +27,11 @@ log = logging.getLogger(__name__)
 
 TEMP_ROOT = Path("/tmp")
 PREFIX = "mh_ray_"
-# mh_ray_<job id>_<attempt>_<rank>; job ids: 123, 123_4 (array task), local-<pid>
-DIR_NAME = re.compile(r"^mh_ray_(?P<job>local-\d+|\d+(?:_\d+)?)_(?P<attempt>\d+)_(?P<rank>\d+)$")
+# mh_ray_<job id>_<attempt>[p<slot>]_<rank>; job ids: 123, 123_4 (array task), local-<pid>;
+# p<slot>: the slot of a trial packed into the job (sweep.packing, allocation.PACK_SLOT_ENV)
+DIR_NAME = re.compile(
+    r"^mh_ray_(?P<job>local-\d+|\d+(?:_\d+)?)_(?P<attempt>\d+)(?:p(?P<slot>\d+))?_(?P<rank>\d+)$"
+)
 QUERY_TIMEOUT_S = 20.0
 
 
@@ -71,7 +75,7 @@ def dead_ray_dirs(current_job: str, current_attempt: int, root: Path = TEMP_ROOT
         if match is None or st.st_uid != uid or not path.is_dir() or path.is_symlink():
             continue
         job, attempt = match["job"], int(match["attempt"])
-        if job == current_job:
+        if job == current_job:  # the current attempt's other slots are sibling trials: kept
             if attempt != current_attempt:  # an earlier attempt of this job (requeued)
                 dead.append(path)
             continue

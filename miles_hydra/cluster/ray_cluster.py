@@ -30,11 +30,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from miles_hydra.cluster.placement import node_resource
 from miles_hydra.errors import ClusterError
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ FAILED_STOP_GRACE_S = 2.0  # the same for a node that never came up: nothing to 
 PR_SET_PDEATHSIG = 1  # prctl option: signal this process when its parent dies
 JOIN_ATTEMPTS = 3  # a worker retries `ray start` this many times before failing
 WATCH_POLL_S = 0.5  # how often node 0 checks, during the job, that every node is alive
+SESSION_NAMESPACE = b"session"  # Ray's internal KV namespace of the session name
+VERDICT_WAIT_S = 20.0  # a worker whose Ray died waits this long for the head to act on it
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class RaySpec:
     rendezvous_dir: Path  # shared directory (the run dir) for the head address and done marker
     attempt_id: str  # unique per job attempt (job id + requeue count): stale files never match
     dashboard_port: Optional[int] = None  # serve Ray's job API here (backend=miles: ray job submit)
+    # more ray.init arguments of the job's driver (launch.console.ray_driver_options: whether
+    # actor output reaches the console, the actors' log directory)
+    driver_options: dict[str, Any] = field(default_factory=dict)
 
 
 def ray_env() -> dict[str, str]:
@@ -138,9 +144,17 @@ PORT_FLAGS = (  # every fixed-default port Ray would open on a node: a free one 
 
 
 def start_command(
-    spec: RaySpec, temp_dir: Path, ip: str, head_port: Optional[int], head_address: Optional[str]
+    spec: RaySpec,
+    temp_dir: Path,
+    ip: str,
+    head_port: Optional[int],
+    head_address: Optional[str],
+    *,
+    rank: int = 0,
 ) -> list[str]:
-    """The `ray start --block` argv of a head (head_port) or a worker (head_address)."""
+    """The `ray start --block` argv of a head (head_port) or a worker (head_address) of task
+    ``rank`` (the head's: 0); the node registers ``placement.node_resource(rank)``, which the
+    actors of a multi-node job pin to."""
     ports = free_ports(len(PORT_FLAGS) + 1, exclude=(head_port, spec.dashboard_port))
     cmd = [
         sys.executable,
@@ -152,6 +166,7 @@ def start_command(
         f"--num-cpus={spec.num_cpus_per_node}",
         f"--num-gpus={spec.num_gpus_per_node}",
         f"--temp-dir={temp_dir}",
+        f"--resources={json.dumps({node_resource(rank): 1})}",
         "--disable-usage-stats",
     ]
     if head_port is not None:
@@ -254,7 +269,30 @@ def _wait_for_port(node: RayNodeProcess, host: str, port: int, deadline: float) 
     )
 
 
+def _wait_for_session(head: RayNodeProcess, address: str, deadline: float) -> None:
+    """Poll until the head's GCS serves the session name (what joining nodes read first)."""
+    _poll_head(head, address, deadline, "serve its session", _session_served)
+
+
 def _wait_for_head_registered(head: RayNodeProcess, address: str, deadline: float) -> None:
+    """Poll until a node is registered: the head's own, unless a worker's was quicker (then a
+    head that dies during start-up fails ``wait_until_registered``, without a retry here)."""
+    _poll_head(head, address, deadline, "register its node", _any_node_registered)
+
+
+def _session_served(client: Any) -> Any:
+    return client.internal_kv_get(b"session_name", SESSION_NAMESPACE, timeout=2)
+
+
+def _any_node_registered(client: Any) -> Any:
+    return client.get_all_node_info(timeout=2)
+
+
+def _poll_head(
+    head: RayNodeProcess, address: str, deadline: float, what: str, ready: Callable[[Any], Any]
+) -> None:
+    """Call ``ready(GcsClient)`` until it returns something truthy; ClusterError with the head's
+    log when the head exits or ``deadline`` passes first."""
     from ray._raylet import GcsClient
 
     client = GcsClient(address=address)
@@ -265,12 +303,12 @@ def _wait_for_head_registered(head: RayNodeProcess, address: str, deadline: floa
                 f"its log ({head.log_path}):\n{head.log_tail()}"
             )
         with contextlib.suppress(Exception):  # not serving yet: poll again
-            if client.get_all_node_info(timeout=2):
+            if ready(client):
                 return
         time.sleep(POLL_S)
     raise ClusterError(
-        f"the Ray head at {address} did not register its node within "
-        f"cluster.ray_startup_timeout_s; its log ({head.log_path}):\n{head.log_tail()}"
+        f"the Ray head at {address} did not {what} within cluster.ray_startup_timeout_s; its "
+        f"log ({head.log_path}):\n{head.log_tail()}"
     )
 
 
@@ -511,24 +549,30 @@ def _start_head(
 ) -> tuple[RayNodeProcess, str]:
     """Start the head until its GCS serves and its node is registered; the node and address.
 
-    Workers join only a registered head (`ray start --address` gives up after ~40 s without
-    one). A head whose raylet missed Ray's own 30 s registration window (a loaded machine) is
-    started again, up to ``JOIN_ATTEMPTS`` times within the deadline; any other failure is final.
+    The head's address goes to the rendezvous file as soon as its GCS serves the session (all
+    a joining `ray start --address` reads before starting its own raylet, giving up after ~40 s
+    without it): the workers' nodes start while the head's own raylet does. A head whose raylet
+    missed Ray's own 30 s registration window (a loaded machine) is started again, up to
+    ``JOIN_ATTEMPTS`` times within the deadline; any other failure is final.
     """
     temp_dir = _temp_dir(spec, 0)
     log_path = log_dir / "ray_node_0.log"
     for attempt in range(1, JOIN_ATTEMPTS + 1):
         offset = _log_size(log_path)
         port = free_port()
-        head = RayNodeProcess(start_command(spec, temp_dir, ip, port, None), log_path, temp_dir)
+        cmd = start_command(spec, temp_dir, ip, port, None)
+        head = RayNodeProcess(cmd, log_path, temp_dir)
         import ray  # noqa: F401 - while the head starts: importing Ray takes seconds
 
         address = f"{ip}:{port}"
         try:
             _wait_for_port(head, ip, port, deadline)
+            _wait_for_session(head, address, deadline)
+            _head_file(spec).write_text(json.dumps({"address": address}))
             _wait_for_head_registered(head, address, deadline)
             return head, address
         except ClusterError:
+            _head_file(spec).unlink(missing_ok=True)  # workers must not join a stopped head
             head.stop(FAILED_STOP_GRACE_S)
             timed_out = _log_contains(log_path, offset, RAY_STARTUP_TIMEOUT_LINE)
             if not timed_out or attempt == JOIN_ATTEMPTS or time.monotonic() >= deadline:
@@ -538,12 +582,16 @@ def _start_head(
 
 
 @contextlib.contextmanager
-def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
+def head_node(
+    spec: RaySpec, log_dir: Path, on_node_lost: Optional[Callable[[str], None]] = None
+) -> Iterator[str]:
     """Start the head, wait for the whole cluster, connect this process; yield the address.
 
     While the body runs, a :class:`NodeWatch` ends it with a :class:`ClusterError` naming the
-    node when one dies. On exit (also on error) the driver disconnects, the done marker tells
-    workers to stop, and the head is stopped.
+    node when one dies; ``on_node_lost`` is called first with that message (it may requeue the
+    job and exit), while the worker nodes still wait for the head's verdict (the done marker).
+    On exit (also on error) the driver disconnects, the done marker tells workers to stop, and
+    the head is stopped.
     """
     started = time.monotonic()
     deadline = started + spec.startup_timeout_s
@@ -555,7 +603,6 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
         head, address = _start_head(spec, ip, log_dir, deadline)
         import ray
 
-        _head_file(spec).write_text(json.dumps({"address": address}))
         log.info(
             "Ray head at %s on %s up in %.1f s; waiting for %d node(s)",
             address,
@@ -566,7 +613,7 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
         os.environ.update({"RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": address})
         if spec.dashboard_port is not None:  # the job API that `ray job submit` talks to
             os.environ["RAY_API_SERVER_ADDRESS"] = f"http://{ip}:{spec.dashboard_port}"
-        ray.init(address=address, logging_level=logging.WARNING)
+        ray.init(address=address, logging_level=logging.WARNING, **spec.driver_options)
         nodes = wait_until_registered(spec, head, deadline)
         came_up = True
         log.info(
@@ -589,7 +636,11 @@ def head_node(spec: RaySpec, log_dir: Path) -> Iterator[str]:
             )
             watch.stop()
             watch = None
-            if lost is None or isinstance(exc, NodeLostError):
+            if lost is None:
+                raise
+            if on_node_lost is not None:
+                on_node_lost(lost)
+            if isinstance(exc, NodeLostError):
                 raise
             raise ClusterError(f"{lost} (the job failed: {type(exc).__name__}: {exc})") from exc
     finally:
@@ -630,10 +681,11 @@ def _read_head_address(
 ADDRESS_SLOT, IP_SLOT = "{head_address}", "{node_ip}"  # filled in by `join` (see join_main)
 
 
-def join_command(spec: RaySpec, temp_dir: Path, deadline: float) -> list[str]:
+def join_command(spec: RaySpec, rank: int, temp_dir: Path, deadline: float) -> list[str]:
     """A worker's `ray start --block`, started before the head is up: ``join_main`` imports Ray
     (seconds) while the head starts, then reads the head's address and runs `ray start`."""
-    ray_start = start_command(spec, temp_dir, IP_SLOT, None, ADDRESS_SLOT)[3:]  # from "start"
+    ray_argv = start_command(spec, temp_dir, IP_SLOT, None, ADDRESS_SLOT, rank=rank)
+    ray_start = ray_argv[3:]  # from "start"
     timeout_s = f"{max(deadline - time.monotonic(), 1.0):.1f}"
     files = [str(_head_file(spec)), str(_done_file(spec))]
     return [
@@ -698,7 +750,7 @@ def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> tuple[Ray
     temp_dir = _temp_dir(spec, rank)
     log_path = log_dir / f"ray_node_{rank}.log"
     offset = _log_size(log_path)
-    node = RayNodeProcess(join_command(spec, temp_dir, deadline), log_path, temp_dir)
+    node = RayNodeProcess(join_command(spec, rank, temp_dir, deadline), log_path, temp_dir)
     try:
         address = _read_head_address(_head_file(spec), _done_file(spec), deadline, node)
     except ClusterError:
@@ -708,7 +760,8 @@ def _join(spec: RaySpec, rank: int, log_dir: Path, deadline: float) -> tuple[Ray
     for attempt in range(1, JOIN_ATTEMPTS + 1):
         if attempt > 1:
             offset = _log_size(log_path)
-            node = RayNodeProcess(join_command(spec, temp_dir, deadline), log_path, temp_dir)
+            cmd = join_command(spec, rank, temp_dir, deadline)
+            node = RayNodeProcess(cmd, log_path, temp_dir)
         # which rank this address is, for the head's log (written before the node registers)
         record = {"rank": rank, "host": host_label(), "ip": ip, "pid": node.proc.pid}
         _node_file(spec, rank).write_text(json.dumps(record))
@@ -741,6 +794,15 @@ def _node_file(spec: RaySpec, rank: int) -> Path:
     return spec.rendezvous_dir / f"ray_node_{spec.attempt_id}_{rank}.json"
 
 
+def _await_verdict(spec: RaySpec) -> None:
+    """After reporting its loss, a worker waits (up to ``VERDICT_WAIT_S``) until the head has
+    acted on it (the done marker): its own failed exit would make Slurm kill the head's task
+    (``srun --kill-on-bad-exit``) before the head records the loss or requeues the job."""
+    deadline = time.monotonic() + VERDICT_WAIT_S
+    while not _done_file(spec).exists() and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
 def worker_node(spec: RaySpec, rank: int, log_dir: Path) -> None:
     """Join the head and stay until it is done. Raises ClusterError if this node's Ray dies;
     either failure is also reported to node 0 through a ``ray_failed_*`` file."""
@@ -757,9 +819,10 @@ def worker_node(spec: RaySpec, rank: int, log_dir: Path) -> None:
             if not node.alive():
                 message = (
                     f"Ray on node {rank} died ({host_label()}, {ip}; "
-                    f"exit code {node.proc.returncode}); log:\n{node.log_tail()}"
+                    f"exit code {node.proc.returncode})\nits log:\n{node.log_tail()}"
                 )
                 _failed_file(spec, rank).write_text(message)
+                _await_verdict(spec)
                 raise ClusterError(message)
             time.sleep(POLL_S)
     finally:

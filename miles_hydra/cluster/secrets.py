@@ -6,7 +6,9 @@ job's lifetime): by default all of it, API keys included. We export an allowlist
 secrets over out of band (:func:`write_secrets_file`): a file readable by the user alone
 (0600), beside the job's submitit folder, whose path is the only thing exported. The job loads
 it into its own environment at start (:func:`load_secrets`: Ray, wandb and miles read them from
-there) and deletes it when it ends; a requeued job still finds it until then.
+there) and deletes it when it ends; a requeued job still finds it until then. Trials packed into
+one job share its file: each takes the secrets at its start (:func:`take_secrets`) and the job
+deletes the file when the last one ended (``miles_hydra.sweep.packing``).
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ def load_secrets(environ: Optional[dict] = None) -> list[str]:
     for name, value in secrets.items():
         environ.setdefault(name, value)
     return sorted(secrets)
+
+
+def take_secrets(environ: Optional[dict] = None) -> list[str]:
+    """:func:`load_secrets`, then drop ``$MILES_HYDRA_SECRETS_FILE`` from ``environ``: for a
+    process that shares its job's file with siblings (trials packed into one job), so that
+    neither its own :func:`load_secrets` nor its :func:`delete_secrets` touches the file; the job
+    deletes it once all of them ended. Returns the names loaded."""
+    environ = os.environ if environ is None else environ
+    names = load_secrets(environ)
+    environ.pop(SECRETS_FILE_ENV, None)
+    return names
 
 
 def delete_secrets(environ: Optional[Mapping[str, str]] = None) -> None:

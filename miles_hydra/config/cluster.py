@@ -43,7 +43,7 @@ class ClusterConfig:
     export_env: list[str] = field(default_factory=list)  # more env vars for the job (see README)
     python: Optional[str] = None  # interpreter on the nodes; None = the launcher's sys.executable
     signal_delay_s: int = 90  # Slurm sends USR2 this long before the time limit (checkpoint window)
-    max_num_requeue: int = 3  # requeues allowed when a job hits its time limit
+    max_num_requeue: int = 3  # requeues allowed after the time limit or a lost node
     array_parallelism: int = 16  # most tasks of a sweep array running at once
     trials_per_job: int = 1  # sweep variants packed side by side into one job (array task)
     wait: bool = True  # the launcher waits for the job and prints its result

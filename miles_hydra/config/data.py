@@ -27,7 +27,7 @@ class DataConfig:
     eval_prompt_data: Optional[str] = None  # eval prompt file; None = held-out synthetic prompts
     num_eval_prompts: int = 64  # held-out synthetic eval prompts
     warmup_sft_steps: int = 0  # supervised warm-start steps on task solutions before RL
-    warmup_sft_lr: Optional[float] = None  # warm-start learning rate; None = 40 x algorithm.lr
+    warmup_sft_lr: Optional[float] = None  # warm-start learning rate; required with warmup steps
 
     def validate(self) -> None:
         if self.source is DataSource.file and not self.prompt_data:
@@ -46,6 +46,15 @@ class DataConfig:
             )
         if self.warmup_sft_lr is not None and self.warmup_sft_lr <= 0:
             raise ConfigError("data.warmup_sft_lr", self.warmup_sft_lr, "must be > 0 or null")
+        if self.warmup_sft_steps > 0 and self.warmup_sft_lr is None:
+            raise ConfigError(
+                "data.warmup_sft_lr",
+                None,
+                f"is required with data.warmup_sft_steps={self.warmup_sft_steps} (the warm-start "
+                "has its own learning rate, not one derived from algorithm.lr)",
+                "set data.warmup_sft_lr=<lr> (conf/data/arithmetic.yaml uses 2e-3), or "
+                "data.warmup_sft_steps=0",
+            )
         if self.warmup_sft_steps < 0:
             raise ConfigError("data.warmup_sft_steps", self.warmup_sft_steps, "must be >= 0")
 

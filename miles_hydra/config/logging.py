@@ -43,6 +43,10 @@ class LoggingConfig:
     mlflow_tracking_uri: Optional[str] = None  # MLflow store; None = sqlite:///<run_dir>/mlflow.db
     mlflow_experiment_name: Optional[str] = None  # MLflow experiment; None = experiment_name
     progress_bar: bool = True  # console progress bar with the key numbers
+    # false (launch/console.py): the local engine's actor output in <run_dir>/logs/trainer.log
+    # and engine_<i>.log, library warnings (either backend) in <run_dir>/logs/warnings.log,
+    # counted once at the end; true: all of it on the console as it comes
+    verbose: bool = False  # actor output and every warning on the console as they come
 
     def uses(self, tracker: Tracker) -> bool:
         """Whether ``tracker`` is one of the selected trackers."""

@@ -64,6 +64,15 @@ def validate_for_miles(cfg: RunConfig) -> None:
             "needs data.eval_prompt_data with backend=miles (miles evaluates prompt files)",
             "set data.eval_prompt_data=<file.jsonl> or rollout.eval_interval=null",
         )
+    if r.async_training and cfg.parallelism.colocate:
+        # The local engine overlaps on one device; miles offloads in turns and cannot.
+        raise ConfigError(
+            "rollout.async_training",
+            True,
+            "cannot run with parallelism.colocate=true on backend=miles (train_async.py forbids "
+            "it)",
+            "set rollout.async_training=false or use a disaggregated parallelism preset",
+        )
     a = cfg.algorithm
     if r.async_training and not a.use_rollout_logprobs and a.correction.kind is CorrectionKind.none:
         raise ConfigError(

@@ -97,13 +97,6 @@ def _check_batches(cfg: RunConfig) -> None:
             "change rollout_batch_size/n_samples_per_prompt/num_steps_per_rollout so that "
             f"global_batch_size is a multiple of {p.micro_batch_size * dp}",
         )
-    if r.async_training and p.colocate:
-        raise ConfigError(
-            "rollout.async_training",
-            True,
-            "cannot run with parallelism.colocate=true (miles train_async.py forbids it)",
-            "set rollout.async_training=false or use a disaggregated parallelism preset",
-        )
 
 
 def _check_speculative(cfg: RunConfig) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from miles_hydra.cluster import placement
 from miles_hydra.config import RunConfig, layout
 from miles_hydra.config.backend import BackendKind, Device
 from miles_hydra.config.cluster import ClusterKind
+from miles_hydra.config.rollout import DynamicSampling
 from miles_hydra.errors import ConfigError
 from miles_hydra.launch.hardware import Hardware
 from miles_hydra.launch.memory import COUNTED, MemoryEstimate, estimate
@@ -106,7 +108,9 @@ def render_plan(run: RunConfig, with_command: bool = True, hardware: Hardware | 
         OmegaConf.to_yaml(OmegaConf.structured(run)).rstrip(),
         "# ---- plan ----",
         *(_cpu_layout_lines(run, data, hardware) if on_cpu else _layout_lines(run, data, hardware)),
+        *_node_lines(run),
         *_batch_lines(data, on_cpu),
+        *_rollout_mode_lines(run),
         *_memory_lines(data["memory"], hardware),
     ]
     parts += [f"WARNING: {w}" for w in data["warnings"]]
@@ -156,6 +160,14 @@ def _layout_lines(run: RunConfig, d: dict[str, Any], hw: Hardware | None) -> lis
     return lines
 
 
+def _node_lines(run: RunConfig) -> list[str]:
+    """The local backend on several nodes: which node runs which actor (cluster.placement)."""
+    if run.backend.kind is not BackendKind.local or run.cluster.nodes == 1:
+        return []
+    place = placement.place_actors(run.cluster.nodes, run.backend.num_engines)
+    return [f"nodes:     {placement.describe(place)}"]
+
+
 def _batch_lines(d: dict[str, Any], on_cpu: bool = False) -> list[str]:
     lines = [
         "batch:     rollout_batch_size x n_samples_per_prompt = global_batch_size x "
@@ -179,6 +191,32 @@ def _batch_lines(d: dict[str, Any], on_cpu: bool = False) -> list[str]:
             f" x DP {d['dp']} x {d['grad_accumulation']} grad-accumulation micro-batches"
         )
     return lines
+
+
+def _rollout_mode_lines(run: RunConfig) -> list[str]:
+    """Partial rollout, over-sampling, dynamic sampling, one-step-off: one line when any is on."""
+    r = run.rollout
+    modes = []
+    if r.effective_over_sampling_batch_size != r.rollout_batch_size:
+        modes.append(
+            f"over-sampling {r.effective_over_sampling_batch_size} prompts per round "
+            f"(batch {r.rollout_batch_size})"
+        )
+    if r.dynamic_sampling is not DynamicSampling.none:
+        what = r.dynamic_sampling_filter_path or "drop groups whose rewards all agree"
+        local = run.backend.kind is BackendKind.local
+        rounds = f", <= {r.dynamic_sampling_max_rounds} rounds" if local else ""
+        modes.append(f"dynamic sampling {r.dynamic_sampling.value} ({what}{rounds})")
+    if r.partial_rollout:
+        masked = "; older tokens masked" if r.mask_offpolicy_in_partial_rollout else ""
+        modes.append(f"partial rollout (unfinished samples pause and resume next rollout{masked})")
+    if r.async_training:
+        modes.append("one-step-off pipeline (rollout n+1 generated while rollout n trains)")
+    if r.max_weight_staleness is not None:
+        modes.append(f"max weight staleness {r.max_weight_staleness}")
+    if not modes:
+        return []
+    return [f"sampling:  {modes[0]}", *(f"           {m}" for m in modes[1:])]
 
 
 def _memory_lines(mem: MemoryEstimate, hw: Hardware | None = None) -> list[str]:

@@ -60,6 +60,7 @@ def run_checks(run: RunConfig) -> list[Check]:
     """Every pre-submission check of ``run``, in a fixed order."""
     return [
         *_file_checks(run),
+        *_task_checks(run),
         *_reward_checks(run),
         *_checkpoint_checks(run),
         *_slurm_checks(run),
@@ -153,6 +154,28 @@ def _prompt_file_check(key: str, path: str, input_key: str, label_key: str) -> C
             fix = "fix that record"
         return Check(key, Status.failed, str(ConfigError(key, path, f"is unusable: {exc}", fix)))
     return Check(key, Status.ok, f"{path}: first {len(records)} record(s) parse")
+
+
+# ---------------------------------------------------------------- synthetic task
+def _task_checks(run: RunConfig) -> list[Check]:
+    """A synthetic task must have the held-out eval problems and training problems beside
+    them (the prompt source builds both at the start of the run)."""
+    from miles_hydra.tasks.source import draw_problem, held_out_problems
+    from miles_hydra.tasks.synthetic import build_task
+
+    d = run.data
+    if d.source is not DataSource.synthetic:
+        return []
+    key = "data.num_eval_prompts"
+    try:
+        task = build_task(d.task, d.task_kwargs)
+        held_out = {text for text, _ in held_out_problems(d, task, run.seed)}
+        draw_problem(d, task, run.seed, held_out, "train", 0)
+    except ConfigError as exc:
+        return [Check(exc.key, Status.failed, str(exc))]
+    return [
+        Check(key, Status.ok, f"task {task.name}: {len(held_out)} problem(s) held out for eval")
+    ]
 
 
 # ---------------------------------------------------------------- reward

@@ -24,21 +24,24 @@ from miles_hydra.cluster.submit import submit_run
 from miles_hydra.config import RunConfig
 from miles_hydra.config.backend import BackendKind
 from miles_hydra.launch import resume
+from miles_hydra.launch.console import quiet_console
 from miles_hydra.sweep.manifest import write_status
 
 log = logging.getLogger(__name__)
 
 
 def run_backend(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the configured backend in ``run_dir``; return its final metrics."""
+    """Run the configured backend in ``run_dir``, library warnings kept off the console
+    (``console.quiet_console``); return its final metrics."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.backend.kind is BackendKind.local:
-        from miles_hydra.backends.local.loop import train
+    with quiet_console(run_dir, cfg.logging.verbose):
+        if cfg.backend.kind is BackendKind.local:
+            from miles_hydra.backends.local.loop import train
 
-        return train(cfg, run_dir)
-    from miles_hydra.backends.miles.runner import run_miles
+            return train(cfg, run_dir)
+        from miles_hydra.backends.miles.runner import run_miles
 
-    return run_miles(cfg, run_dir)
+        return run_miles(cfg, run_dir)
 
 
 def run_with_status(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
@@ -63,7 +66,10 @@ def run_with_status(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
             raise
     if stop.signal_name is not None and result.get(preemption.PREEMPTED_KEY):
         step = result.get("step")
-        write_status(run_dir, "interrupted", signal=stop.signal_name, checkpointed=True, step=step)
+        checkpointed = step is not None  # None: stopped during the warm-start
+        write_status(
+            run_dir, "interrupted", signal=stop.signal_name, checkpointed=checkpointed, step=step
+        )
         raise preemption.RunInterrupted(
             stop.signal_name, _interrupted(cfg, stop.signal_name, run_dir, step)
         )

@@ -10,7 +10,9 @@ interpreter each), each with
 - its own Ray cluster: its own temp dir and rendezvous files (``PACK_SLOT_ENV`` makes the
   attempt id unique) and its own free ports; the Ray node registers only its share
   (``cluster.cpus_per_task`` / ``cluster.gpus_per_node`` overridden for the variant);
-- its own run directory, status and result, as an unpacked variant.
+- its own run directory, status and result, as an unpacked variant;
+- the job's secrets (``miles_hydra.cluster.secrets``), taken at its start; the task deletes
+  the shared secrets file once every trial ended, not when the first one ends.
 
 A variant that fails does not stop the others; the task waits for all of them. On preemption
 the job requeues as a whole and every variant resumes from its own last checkpoint.
@@ -30,6 +32,7 @@ from typing import Any
 
 import submitit
 
+from miles_hydra.cluster import secrets
 from miles_hydra.cluster.allocation import PACK_SLOT_ENV
 from miles_hydra.sweep.manifest import read_status
 
@@ -81,6 +84,7 @@ def _run_slot(payload: bytes, queue: Any) -> None:
     import cloudpickle
 
     fn, slot, args = cloudpickle.loads(payload)
+    secrets.take_secrets()  # the job's file is shared: the task deletes it after the last trial
     os.environ[PACK_SLOT_ENV] = f"p{slot.index}"
     os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(slot.gpus)
     os.sched_setaffinity(0, slot.cpus)
@@ -160,4 +164,5 @@ class PackedTask(submitit.helpers.Checkpointable):
                 results.setdefault(k, (None, f"trial process exited with code {procs[k].exitcode}"))
         for proc in procs:
             proc.join(timeout=30)
+        secrets.delete_secrets()  # every trial ended (a requeue never gets here)
         return [results[k] for k in range(len(procs))]

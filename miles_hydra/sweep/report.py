@@ -1,4 +1,5 @@
-"""Sweep report: ``python -m miles_hydra.sweep.report <sweep_dir> [--metric KEY] [--mode max|min]``.
+"""Sweep report: ``python -m miles_hydra.sweep.report <sweep_dir> [--metric KEY] [--mode max|min]
+[--last N]``.
 
 Collects every variant's metrics (also while jobs still run) and writes ``report/``:
 
@@ -11,7 +12,9 @@ Collects every variant's metrics (also while jobs still run) and writes ``report
 
 The x axis is the rollout (the ``step`` of rollout records, ``eval/step`` = rollouts done for
 evaluations), never a line number; the evaluation before the warm-start (``eval/step`` -1) is
-not a result. A running variant shows its latest value, marked as such. The best setting is
+not a result. A variant's value is its last point, or with ``--last N`` the mean of its last N
+points (a per-rollout metric such as ``rollout/raw_reward`` is one batch's worth of noise per
+point). A running variant shows its latest value, marked as such. The best setting is
 named only when it beats the runner-up beyond noise (``miles_hydra.sweep.stats``); otherwise
 the tie is reported.
 """
@@ -41,11 +44,14 @@ class Row:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (rollout, metric), sorted
     rollouts: int = 0  # rollouts finished (highest rollout ``step`` + 1)
     error: str = ""  # failure reason, if any
+    last: int = 1  # the value is the mean of this many last points
 
     @property
     def final(self) -> float | None:
-        """The last value (of a running variant: its latest, not its final)."""
-        return self.curve[-1][1] if self.curve else None
+        """The mean of the last ``last`` values (of a running variant: its latest, not its
+        final)."""
+        tail = [value for _, value in self.curve[-self.last :]]
+        return sum(tail) / len(tail) if tail else None
 
 
 def load_variants(sweep_dir: Path) -> tuple[list[Variant], list[str]]:
@@ -108,7 +114,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[Row], list[str], str]:
+def collect(
+    sweep_dir: Path, metric: str | None = None, last: int = 1
+) -> tuple[list[Row], list[str], str]:
     variants, swept = load_variants(sweep_dir)
     all_records = {v.num: read_metrics(sweep_dir / v.run_dir) for v in variants}
     if metric is None:
@@ -130,6 +138,7 @@ def collect(sweep_dir: Path, metric: str | None = None) -> tuple[list[Row], list
                 metric_curve(records, metric),
                 rollouts_done(records),
                 status.get("error", ""),
+                last,
             )
         )
     return rows, swept, metric
@@ -220,7 +229,7 @@ def write_tables(
     v_header = ["variant", *swept, "state", "rollouts", "at rollout", metric, "final", "verdict"]
     v_table = []
     for r in rows:
-        at, value = (str(r.curve[-1][0]), f"{r.curve[-1][1]:.4g}") if r.curve else ("", "")
+        at, value = (str(r.curve[-1][0]), f"{r.final:.4g}") if r.curve else ("", "")
         final = "yes" if r.curve and r.state == "completed" else ("latest" if r.curve else "")
         v_table.append(
             [
@@ -265,10 +274,14 @@ def _markdown(header: list[str], table: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(sweep_dir: Path, metric: str | None = None, mode: str = "max") -> dict[str, Any]:
+def report(
+    sweep_dir: Path, metric: str | None = None, mode: str = "max", last: int = 1
+) -> dict[str, Any]:
     from miles_hydra.sweep.report_plots import write_plots
 
-    rows, swept, metric = collect(sweep_dir, metric)
+    rows, swept, metric = collect(sweep_dir, metric, last)
+    if last > 1:  # what every value in the tables is
+        metric = f"{metric} (mean of last {last})"
     groups, ranking = group_rows(rows, mode)
     out = sweep_dir / "report"
     markdown = write_tables(rows, groups, ranking, swept, metric, mode, out)
@@ -317,11 +330,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--mode", choices=["max", "min"], default="max", help="maximize or minimize"
     )
+    parser.add_argument(
+        "--last",
+        type=int,
+        default=1,
+        help="a variant's value: the mean of its last N points (default 1: the last)",
+    )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"no such sweep directory: {args.sweep_dir}", file=sys.stderr)
         return 2
-    summary = report(args.sweep_dir, args.metric, args.mode)
+    if args.last < 1:
+        print(f"--last {args.last}: must be >= 1 (points averaged per variant)", file=sys.stderr)
+        return 2
+    summary = report(args.sweep_dir, args.metric, args.mode, args.last)
     print(summary["table"])
     print("states:", ", ".join(f"{k}={v}" for k, v in sorted(summary["states"].items())))
     print(f"report written to {args.sweep_dir / 'report'}")

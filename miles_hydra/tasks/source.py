@@ -149,39 +149,16 @@ class SyntheticPromptSource(PromptSource):
         return batch
 
     def _make_eval(self, count: int) -> list[Prompt]:
-        prompts: list[Prompt] = []
-        seen: set[str] = set()
-        for i in range(4 * count + 100):
-            if len(prompts) == count:
-                break
-            text, label = self.task.generate(random.Random(f"eval:{self.seed}:{i}"))
-            if text not in seen:
-                seen.add(text)
-                meta = {"split": "eval", "index": len(prompts), "task": self.task.name}
-                prompts.append(self._prompt(text, label, {**meta, "problem": text}))
-        if len(prompts) < count:
-            raise ConfigError(
-                "data.num_eval_prompts",
-                count,
-                f"exceeds the distinct problems task {self.task.name} with {self.cfg.task_kwargs} "
-                f"yields (found {len(prompts)})",
-                "lower data.num_eval_prompts or make the task harder in data.task_kwargs",
-            )
+        prompts = []
+        for index, (text, label) in enumerate(held_out_problems(self.cfg, self.task, self.seed)):
+            meta = {"split": "eval", "index": index, "task": self.task.name, "problem": text}
+            prompts.append(self._prompt(text, label, meta))
         return prompts
 
     def _draw(self, stream: str, index: int) -> Prompt:
-        for attempt in range(_MAX_ATTEMPTS):
-            rng = random.Random(f"{stream}:{self.seed}:{index}:{attempt}")
-            text, label = self.task.generate(rng)
-            if text not in self._eval_texts:
-                meta = {"split": stream, "index": index, "task": self.task.name, "problem": text}
-                return self._prompt(text, label, meta)
-        raise ConfigError(
-            "data.num_eval_prompts",
-            self.cfg.num_eval_prompts,
-            "holds out (almost) every problem of the task",
-            "lower data.num_eval_prompts or make the task harder in data.task_kwargs",
-        )
+        text, label = draw_problem(self.cfg, self.task, self.seed, self._eval_texts, stream, index)
+        meta = {"split": stream, "index": index, "task": self.task.name, "problem": text}
+        return self._prompt(text, label, meta)
 
     def _sft_item(self, index: int) -> tuple[Prompt, str]:
         prompt = self._draw("sft", index)
@@ -277,6 +254,43 @@ class FilePromptSource(PromptSource):
     def _load_position(self, state: dict[str, Any]) -> None:
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
         self._order = self._epoch_order(self.epoch)
+
+
+def held_out_problems(data_cfg: Any, task: Task, seed: int) -> list[tuple[str, Any]]:
+    """The ``data.num_eval_prompts`` distinct (text, label) problems held out for evaluation;
+    ConfigError when the task has fewer (also run before submission: launch/preflight.py)."""
+    count = int(data_cfg.num_eval_prompts)
+    problems: dict[str, Any] = {}
+    for i in range(4 * count + 100):
+        if len(problems) == count:
+            break
+        text, label = task.generate(random.Random(f"eval:{seed}:{i}"))
+        problems.setdefault(text, label)
+    if len(problems) < count:
+        raise ConfigError(
+            "data.num_eval_prompts",
+            count,
+            f"exceeds the distinct problems task {task.name} with {data_cfg.task_kwargs} "
+            f"yields (found {len(problems)})",
+            "lower data.num_eval_prompts or make the task harder in data.task_kwargs",
+        )
+    return list(problems.items())
+
+
+def draw_problem(
+    data_cfg: Any, task: Task, seed: int, held_out: set[str], stream: str, index: int
+) -> tuple[str, Any]:
+    """Problem ``index`` of ``stream`` (train, sft): seeded draws that skip held-out ones."""
+    for attempt in range(_MAX_ATTEMPTS):
+        text, label = task.generate(random.Random(f"{stream}:{seed}:{index}:{attempt}"))
+        if text not in held_out:
+            return text, label
+    raise ConfigError(
+        "data.num_eval_prompts",
+        data_cfg.num_eval_prompts,
+        "holds out (almost) every problem of the task",
+        "lower data.num_eval_prompts or make the task harder in data.task_kwargs",
+    )
 
 
 def build_prompt_source(

@@ -80,6 +80,10 @@ def test_launch_py_cluster_slurm_trains_then_is_preempted_and_resumes_exactly(
     assert "kind: slurm" in (run_dir / "config.yaml").read_text()
     for name in ("env.json", "git.json", "git.diff", "logs/ray_node_0.log"):
         assert (run_dir / name).exists(), name
+    # the quiet console in the job too: actor output in the run dir, appended by the 2nd attempt
+    job_err = (run_dir.parent / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
+    assert "pid=" not in job_err and "Writing model shards" not in job_err, job_err[-2000:]
+    assert (run_dir / "logs" / "trainer.log").read_text().count("==== trainer actor ") == 2
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
     assert wait_for_state(job_id, "COMPLETED", timeout_s=60)
     assert no_ray_dirs_left(job_id)

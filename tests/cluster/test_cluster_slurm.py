@@ -7,8 +7,6 @@ counter that polls the preemption flag like the engine does.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import time
 from pathlib import Path
@@ -18,11 +16,8 @@ import pytest
 import stepjob
 from conftest import compose_config, materialize
 from support.slurmenv import (
-    cancelled_on_failure,
     no_ray_dirs_left,
-    ray_processes_gone,
     slurm_only,
-    wait_for_state,
 )
 
 from miles_hydra.cluster import allocation, ray_cluster, rundir, submit
@@ -63,50 +58,6 @@ def test_two_variants_run_as_one_array_in_their_own_dirs(tmp_path: Path) -> None
 def _yaml_value(path: Path, key: str) -> str:
     line = next(x for x in path.read_text().splitlines() if x.startswith(f"{key}:"))
     return line.split(":", 1)[1].strip()
-
-
-@slurm_only
-@pytest.mark.slurm
-@pytest.mark.timeout(240)
-def test_two_node_ray_cluster_fails_fast_when_a_node_dies(tmp_path: Path) -> None:
-    """Two tasks stand in for two nodes (this Slurm has one): the second joins the head; when
-    its Ray dies mid-job the whole job fails at once instead of hanging."""
-    cfg = _run_cfg(tmp_path)
-    group = rundir.group_dir(tmp_path, "two", "t2")
-    executor = submit.make_executor(cfg.cluster, group / ".submitit" / "%j", "mh_two")
-    executor.update_parameters(ntasks_per_node=2)
-    task = allocation.AllocationTask(stepjob.StepJob(300, step_s=0.2))
-    job = executor.submit(task, cfg, str(group))
-    with cancelled_on_failure(job):
-        run_dir = rundir.job_run_dir(group, job.job_id)
-        deadline = time.monotonic() + 180
-        while not (run_dir / "steps.log").exists():
-            assert time.monotonic() < deadline, "the two-node job never started stepping"
-            time.sleep(0.2)
-        # the worker joined before the job ran
-        assert (run_dir / "ray_nodes.txt").read_text() == "2"
-        pid_file = run_dir / "ray" / f"ray_pid_{job.job_id}_0_1"
-        while not pid_file.exists():
-            assert time.monotonic() < deadline, "node 1 never recorded its Ray pid"
-            time.sleep(0.2)
-        killed = time.monotonic()
-        os.kill(int(pid_file.read_text()), signal.SIGKILL)  # node 1's Ray dies
-        with pytest.raises(ClusterError):
-            submit.wait_for(job)
-        assert time.monotonic() - killed < 60
-        assert (
-            "Ray on node 1 died"
-            in (group / ".submitit" / job.job_id / f"{job.job_id}_1_log.err").read_text()
-        )
-        assert wait_for_state(job.job_id, "FAILED", timeout_s=60)
-        assert len(steps_of(run_dir)) < 300
-        # Slurm killed the tasks; their Ray nodes follow (parent-death signal, then Ray's own
-        # drain of up to 30 s). Temp dirs of killed tasks may stay in /tmp.
-        assert ray_processes_gone(job.job_id, timeout_s=60) == []
-
-
-def steps_of(run_dir: Path) -> list[str]:
-    return (run_dir / "steps.log").read_text().splitlines()
 
 
 @slurm_only

@@ -7,8 +7,9 @@ worker on node 1 -> the job function):
 - the local engine trains on 2 nodes as ``python launch.py cluster=slurm cluster.nodes=2`` runs
   it: both Ray nodes (with their resources) are registered before training starts, the metrics
   equal those of the same run on one node;
-- node loss: node 1's raylet is killed mid-run -> the job fails within 30 s with an error naming
-  the node, sacct says FAILED, no Ray process of the job is left;
+- node loss: node 1's raylet is killed mid-run -> the job is requeued and resumes from its last
+  checkpoint; killed again with no requeue left -> the job fails within 30 s with an error naming
+  the node (launcher and status.json), sacct says FAILED, no Ray process of the job is left;
 - two jobs on the same two nodes at once each see only their own Ray cluster (ports, temp dirs
   and head address per job).
 
@@ -37,7 +38,9 @@ from support.slurmenv import ray_processes_gone, wait_for_state
 from support.tiny import TINY_BARE_RUN
 
 from miles_hydra.backends.local.metrics import read_records
-from miles_hydra.cluster import allocation, ray_cluster, rundir, submit
+from miles_hydra.cluster import allocation, placement, preemption, ray_cluster, rundir, submit
+from miles_hydra.launch.plan import render_plan
+from miles_hydra.sweep.manifest import read_status
 
 TWO_NODE_CONF = Path(os.environ.get("MH_SLURM_TWO_NODE_CONF", "/etc/slurm-2n/slurm.conf"))
 NODES = ("mhnode0", "mhnode1")  # scripts/slurm_two_node.sh
@@ -160,7 +163,11 @@ def test_local_engine_trains_on_two_nodes_with_both_registered_first(
     assert "node 1 (mhnode1, 10.213.0.11)" in node_lines[1], node_lines
     # both nodes were in before the job function ran: its first log line comes after
     assert log.index("all 2 Ray nodes ready") < log.index("checkpoint"), log
-    assert "Ray actors by node" in log and "TrainerActor" in log, log
+    # the placement of the plan: the trainer on node 0, the rollout engine on node 1
+    node0, node1 = log[log.index("Ray actors by node") :].splitlines()[1:3]
+    assert node0.startswith("  node 0 (mhnode0") and node1.startswith("  node 1 (mhnode1"), log
+    assert "TrainerActor" in node0 and "RolloutEngine" not in node0, node0
+    assert "RolloutEngine" in node1 and "TrainerActor" not in node1, node1
     result = json.loads((run_dir / "result.json").read_text())
     assert result["step"] == 2 and result["preempted"] is False
     assert 0 < result["cluster/ray_startup_s"] < 240
@@ -211,27 +218,55 @@ def _raylet_of(ray_start_pid: int) -> int:
     raise AssertionError(f"no raylet under ray start pid {ray_start_pid}")
 
 
+def _wait_for_rollout(run_dir: Path, after: int, proc: subprocess.Popen, deadline: float) -> int:
+    """Wait until metrics.jsonl has a rollout past step ``after``; the number of rollouts."""
+    metrics = run_dir / "metrics.jsonl"
+    while True:
+        steps = (
+            [r["step"] for r in read_records(metrics) if "step" in r] if metrics.exists() else []
+        )
+        if steps and steps[-1] > after:
+            return len(steps)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no rollout past {after}: {steps}"
+        time.sleep(0.2)
+
+
+def _kill_node_1_raylet(run_dir: Path, attempt: int, deadline: float) -> float:
+    """SIGKILL the raylet of node 1's Ray in job attempt ``attempt``; when it was killed."""
+    pid_file = run_dir / "ray" / f"ray_pid_{run_dir.name}_{attempt}_1"
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, f"node 1 of attempt {attempt} never joined"
+        time.sleep(0.2)
+    os.kill(_raylet_of(int(pid_file.read_text())), signal.SIGKILL)  # node 1 loses its Ray
+    return time.monotonic()
+
+
 @on_two_nodes
 @pytest.mark.timeout(420)
-def test_losing_node_1_mid_run_fails_the_job_fast_naming_the_node(
+def test_losing_node_1_requeues_and_resumes_then_fails_fast_naming_the_node(
     shared: Path, slurm2n_env: dict[str, str]
 ) -> None:
-    args = [*SLURM_2N, *TINY_BARE_RUN, "rollout.num_rollout=500"]
-    proc = _launch(args, shared, slurm2n_env)
+    """Node 1's raylet is killed twice: the first loss requeues the job (cluster.max_num_requeue=1)
+    and the next attempt resumes from the last checkpoint; the second, with no requeue left,
+    fails the job fast with the node named in the launcher's error and in status.json."""
+    args = [*SLURM_2N, *TINY_BARE_RUN, "rollout.num_rollout=500", "checkpoint.save_interval=1"]
+    proc = _launch([*args, "cluster.max_num_requeue=1"], shared, slurm2n_env)
     run_dir = None
     try:
         run_dir = _job_dir(shared, proc, timeout_s=120)
         job_id = run_dir.name
-        deadline = time.monotonic() + 240
-        metrics = run_dir / "metrics.jsonl"
-        while not (metrics.exists() and any("step" in r for r in read_records(metrics))):
+        deadline = time.monotonic() + 300
+        first = _wait_for_rollout(run_dir, 0, proc, deadline)  # 2 rollouts: 1 checkpointed
+        _kill_node_1_raylet(run_dir, 0, deadline)
+        job_log = run_dir / "logs" / "job.log"
+        while "resuming from" not in job_log.read_text():  # attempt 1, same run dir
             assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the job never finished a rollout"
+            assert time.monotonic() < deadline, job_log.read_text()[-3000:]
             time.sleep(0.2)
-        pid_file = next((run_dir / "ray").glob("ray_pid_*_1"))
-        raylet = _raylet_of(int(pid_file.read_text()))
-        killed = time.monotonic()
-        os.kill(raylet, signal.SIGKILL)  # node 1 loses its Ray
+        resumed = int(re.search(r"resuming from \S+ at rollout (\d+)", job_log.read_text())[1])
+        _wait_for_rollout(run_dir, resumed, proc, deadline)
+        killed = _kill_node_1_raylet(run_dir, 1, deadline)
         stdout, stderr = proc.communicate(timeout=120)
         failed_after = time.monotonic() - killed
     finally:
@@ -240,13 +275,19 @@ def test_losing_node_1_mid_run_fails_the_job_fast_naming_the_node(
             if run_dir is not None:
                 subprocess.run(["scancel", run_dir.name], timeout=30, check=False)
     assert proc.returncode != 0
-    print(f"job failed {failed_after:.1f} s after node 1's raylet was killed")
+    print(f"job failed {failed_after:.1f} s after node 1's raylet was killed (attempt 1)")
     assert failed_after < 30, failed_after
-    assert "mhnode1" in stderr, stderr[-3000:]  # the launcher's error names the node
+    assert "Ray on node 1 died (mhnode1" in stderr, stderr[-3000:]  # the launcher names it
+    log = job_log.read_text()
+    assert "Ray on node 1 died (mhnode1" in log and "requeueing the job (requeue 1" in log, log
     assert wait_for_state(job_id, "FAILED", timeout_s=60)
-    rollouts = [r for r in read_records(run_dir / "metrics.jsonl") if "step" in r]
-    assert 0 < len(rollouts) < 500
-    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed", status
+    assert status["error"].startswith("Ray on node 1 died (mhnode1, 10.213.0.11"), status
+    # resumed from the last checkpoint of attempt 0: every rollout once, in order
+    assert first - 1 <= resumed, (first, resumed)  # the last rollout may not be saved yet
+    steps = [r["step"] for r in read_records(run_dir / "metrics.jsonl") if "step" in r]
+    assert steps == list(range(len(steps))) and resumed < len(steps) < 500, steps
     assert ray_processes_gone(job_id, timeout_s=60) == []
 
 
@@ -324,6 +365,51 @@ def test_two_jobs_on_the_same_two_nodes_never_share_a_ray_cluster(
     assert first["gcs"] != second["gcs"]
     assert not {n[0] for n in first["nodes"]} & {n[0] for n in second["nodes"]}
     assert not set(first["temp_dirs"]) & set(second["temp_dirs"])
+
+
+def test_the_plan_puts_trainer_and_engines_on_different_nodes(tmp_path: Path) -> None:
+    """No cluster needed: the placement the plan shows is the one the Ray nodes can honour."""
+    cfg = materialize(compose_config([*SLURM_2N, "backend.num_engines=3"], output_root=tmp_path))
+    assert "nodes:     trainer on node 0; rollout engines 0, 1, 2 on node 1" in render_plan(cfg)
+    one = materialize(compose_config(["cluster=slurm"], output_root=tmp_path))
+    assert "\nnodes:     " not in render_plan(one)  # one node: nothing pinned, nothing shown
+    assert placement.place_actors(1, 2) == placement.Placement(None, (None, None))
+    three = placement.place_actors(3, 3)
+    assert (three.trainer, three.engines) == (0, (1, 2, 1))
+    assert three.options(2) == {"resources": {"miles_hydra_node_2": placement.PIN_AMOUNT}}
+    spec = ray_cluster.RaySpec(2, 1, 0, 30.0, tmp_path, "7_0")
+    worker = ray_cluster.start_command(spec, tmp_path, "10.0.0.2", None, "10.0.0.1:6380", rank=1)
+    assert '--resources={"miles_hydra_node_1": 1}' in worker
+
+
+def test_a_lost_node_requeues_while_requeues_are_left_else_fails_naming_it(
+    tmp_path: Path,
+) -> None:
+    """No cluster needed: the head's verdict on a node loss (``allocation._after_node_loss``),
+    with a stand-in for submitit's requeue handler (it requeues and exits, as submitit does)."""
+    requeued = []
+
+    def submitit_handler(signum: int, frame: Any) -> None:
+        requeued.append(signum)
+        raise SystemExit(-1)
+
+    lost = "Ray on node 1 died (mhnode1, 10.213.0.11; exit code 1)"
+    previous = signal.signal(preemption.WARNING_SIGNAL, submitit_handler)
+    try:
+        preemption.install()
+        with pytest.raises(SystemExit):
+            allocation._after_node_loss(1, tmp_path, 0, lost)  # requeue 1 of at most 1
+        assert requeued and read_status(tmp_path)["state"] == "preempted"
+        preemption.install()
+        allocation._after_node_loss(1, tmp_path, 1, lost)  # none left: the job fails
+        assert len(requeued) == 1
+        assert {k: read_status(tmp_path)[k] for k in ("state", "error")} == {
+            "state": "failed",
+            "error": lost,
+        }
+    finally:
+        preemption.uninstall()
+        signal.signal(preemption.WARNING_SIGNAL, previous)
 
 
 def test_nodes_are_named_by_rank_host_and_address_in_logs_and_errors(tmp_path: Path) -> None:

@@ -284,7 +284,12 @@ INVALID: list[tuple[str, list[str], str, str]] = [
         "algorithm.use_rollout_routing_replay",
         "dense",
     ),
-    ("colocate_with_async", ["rollout.async_training=true"], "rollout.async_training", "colocate"),
+    (
+        "miles_colocate_with_async",
+        [*QWEN4B, "algorithm=grpo_tis", "rollout.async_training=true"],
+        "rollout.async_training",
+        "colocate",
+    ),
     (
         "fp8_pre_hopper",
         ["model=qwen3_4b", "precision=fp8", "cluster.gpu_compute_capability=8.0"],
@@ -323,6 +328,12 @@ INVALID: list[tuple[str, list[str], str, str]] = [
         "torch_dist",
     ),
     ("miles_with_fp32", ["model=qwen3_4b"], "precision", "miles"),
+    (
+        "warm_start_without_its_lr",
+        ["data=sorting", "data.warmup_sft_steps=10"],
+        "data.warmup_sft_lr",
+        "is required",
+    ),
     ("lr_zero", ["algorithm.lr=0"], "algorithm.lr", "must be > 0"),
     ("lr_negative", ["algorithm.lr=-0.001"], "algorithm.lr", "must be > 0"),
     (

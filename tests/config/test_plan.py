@@ -101,6 +101,25 @@ def test_plan_shows_compiled_command_with_secrets_redacted_fake_compiler(monkeyp
     assert "NCCL_CUMEM_ENABLE=0" in text
 
 
+def test_plan_names_the_rollout_modes_only_when_on() -> None:
+    on = [
+        "algorithm=grpo_tis",
+        "rollout.partial_rollout=true",
+        "rollout.mask_offpolicy_in_partial_rollout=true",
+        "rollout.over_sampling_batch_size=12",
+        "rollout.dynamic_sampling=nonzero_std",
+        "rollout.async_training=true",
+    ]
+    text = render_plan(materialize(compose_fast(on)), with_command=False)
+    assert "sampling:  over-sampling 12 prompts per round (batch 8)" in text
+    assert (
+        "dynamic sampling nonzero_std (drop groups whose rewards all agree, <= 10 rounds)" in text
+    )
+    assert "partial rollout (unfinished samples pause and resume next rollout; older tokens" in text
+    assert "one-step-off pipeline" in text
+    assert "\nsampling:  " not in render_plan(materialize(compose_fast([])), with_command=False)
+
+
 def test_run_check_local_is_zero(capsys) -> None:
     assert run_check(materialize(compose_fast([]))) == 0
     assert "nothing to check beyond validation" in capsys.readouterr().out

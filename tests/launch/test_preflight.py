@@ -51,6 +51,11 @@ def inputs(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _beyond_the_task(run) -> list[preflight.Check]:
+    """The checks of ``run`` but the synthetic task's (tests of the other checks)."""
+    return [c for c in preflight.run_checks(run) if c.key != "data.num_eval_prompts"]
+
+
 def _jsonl(name: str) -> list[str]:
     return ["data=jsonl", "reward.rm_type=exact_match", f"data.prompt_data={{d}}/{name}"]
 
@@ -119,7 +124,8 @@ def test_good_inputs_pass(inputs: Path, monkeypatch) -> None:
         ("data.eval_prompt_data", Status.ok),
         ("reward.custom_rm_path", Status.ok),
     ]
-    assert preflight.run_checks(materialize(compose_fast([]))) == []  # synthetic: nothing
+    (task,) = preflight.run_checks(materialize(compose_fast([])))  # synthetic: the task's own
+    assert (task.key, task.status) == ("data.num_eval_prompts", Status.ok)
 
 
 def test_check_paths_false_skips_the_file_checks(inputs: Path) -> None:
@@ -144,10 +150,10 @@ def test_checkpoint_load_holding_a_checkpoint_passes(tmp_path: Path) -> None:
 
     path = checkpoint.save(tmp_path, 3, {}, write, keep_last=2)
     run = materialize(compose_fast([f"checkpoint.load={tmp_path}"]))
-    (check,) = preflight.run_checks(run)
+    (check,) = _beyond_the_task(run)
     assert check.status is Status.ok and str(path) in check.detail
     (path / checkpoint.DRIVER_FILE).write_bytes(b"x")  # damaged: the only one
-    (check,) = preflight.run_checks(run)
+    (check,) = _beyond_the_task(run)
     assert check.status is Status.failed
     assert f"every checkpoint under {tmp_path} is damaged" in check.detail
 
@@ -166,7 +172,7 @@ def test_miles_on_slurm_needs_an_image() -> None:
 def test_slurm_commands_absent_is_a_warning(monkeypatch) -> None:
     monkeypatch.setattr(preflight.shutil, "which", lambda name: None)
     run = materialize(compose_fast(["cluster=slurm", "cluster.partition=gpu", "cluster.qos=high"]))
-    checks = preflight.run_checks(run)
+    checks = _beyond_the_task(run)
     assert [(c.key, c.status) for c in checks] == [
         ("cluster.partition", Status.warning),
         ("cluster.qos", Status.warning),
@@ -178,7 +184,7 @@ def test_slurm_commands_absent_is_a_warning(monkeypatch) -> None:
 @pytest.mark.parametrize("key", ["partition", "account", "qos"])
 def test_real_slurm_refuses_unknown_names(key: str) -> None:
     run = materialize(compose_fast(["cluster=slurm", f"cluster.{key}=nonexistent_{key}"]))
-    (check,) = preflight.run_checks(run)
+    (check,) = _beyond_the_task(run)
     assert check.status is Status.failed
     assert f"cluster.{key}='nonexistent_{key}' does not exist on this cluster" in check.detail
 
@@ -189,7 +195,7 @@ def test_real_slurm_accepts_existing_partition() -> None:
         ["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=20
     ).stdout.split()[0]
     run = materialize(compose_fast(["cluster=slurm", f"cluster.partition={partition}"]))
-    assert [c.status for c in preflight.run_checks(run)] == [Status.ok]
+    assert [c.status for c in _beyond_the_task(run)] == [Status.ok]
 
 
 # ---------------------------------------------------------------- the real CLI
@@ -267,4 +273,17 @@ def test_sweep_refuses_a_variant_whose_checks_fail(inputs: Path) -> None:
     assert f"variant #1: data.prompt_data='{missing}' is unusable" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert _squeue() == before
-    assert not list(out.rglob("metrics.jsonl")) if out.exists() else True  # nothing ran
+    assert not list(out.rglob("sweep.json")) if out.exists() else True  # refused before its dir
+
+
+def test_synthetic_task_with_too_few_problems_is_refused_before_the_run() -> None:
+    """One-digit addition has 100 distinct problems: holding out 500 is refused up front, with
+    the key; the default task passes and says how many problems it holds out."""
+    run = materialize(compose_fast(["data.num_eval_prompts=500", "data.task_kwargs.max_digits=1"]))
+    (check,) = [c for c in preflight.run_checks(run) if c.key.startswith("data.")]
+    assert check.status is Status.failed and check.key == "data.num_eval_prompts"
+    assert "found 100" in check.detail and "lower data.num_eval_prompts" in check.detail
+    (ok,) = [
+        c for c in preflight.run_checks(materialize(compose_fast([]))) if c.key.startswith("data.")
+    ]
+    assert ok.status is Status.ok and "64 problem(s) held out for eval" in ok.detail

@@ -68,3 +68,11 @@ def test_a_real_run_keeps_its_run_dir(tmp_path: Path) -> None:
     (run_dir,) = (out / "default").iterdir()
     names = {p.name for p in run_dir.rglob("*")}
     assert {".hydra", "launch.log", "metrics.jsonl"} <= names
+    # the quiet console (logging.verbose=false): actor output in files, not on the console
+    console = proc.stdout + proc.stderr
+    assert "pid=" not in console and "Writing model shards" not in console, console[-2000:]
+    (logs,) = run_dir.glob("*/logs")
+    trainer = (logs / "trainer.log").read_text()
+    assert trainer.startswith("==== trainer actor "), trainer[:500]
+    assert "Writing model shards" not in trainer  # HF progress bars off, not only moved
+    assert (logs / "engine_0.log").read_text().startswith("==== engine_0 actor ")

@@ -23,8 +23,6 @@ ASYNC = [
     *TINY_BARE_RUN,
     "rollout.num_rollout=4",
     "rollout.async_training=true",
-    "parallelism.colocate=false",
-    "parallelism.rollout_num_gpus=1",
     "algorithm=grpo_tis",
     "algorithm.lr=3e-3",
     "checkpoint.save_interval=null",

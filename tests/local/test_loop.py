@@ -55,8 +55,8 @@ def test_preempted_run_resumes_with_nothing_lost_or_repeated(
         "logging.wandb_project=test",
         "logging.wandb_mode=offline",
     )
-    calls = iter(range(100))
-    monkeypatch.setattr(loop.preemption, "requested", lambda: next(calls) == 1)
+    calls = iter(range(100))  # asked before each of the 2 warm-start steps, then per rollout
+    monkeypatch.setattr(loop.preemption, "requested", lambda: next(calls) == 3)
     first = loop.train(cfg, tmp_path)
     assert first["preempted"] is True and first["step"] == 1
     ckpt = checkpoint.find_latest(tmp_path / "checkpoints")
@@ -98,6 +98,22 @@ def test_preempted_run_resumes_with_nothing_lost_or_repeated(
     }
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and all(p.name.endswith(state["wandb_id"]) for p in runs)  # same run resumed
+
+
+def test_stop_during_the_warm_start_ends_the_run_before_rl(
+    make_cfg, tmp_path: Path, monkeypatch
+) -> None:
+    """A stop request between two warm-start calls ends the run there (preempted, no step, no
+    checkpoint: the next attempt repeats the warm-start), not after the whole warm-start."""
+    cfg = make_cfg("rollout.num_rollout=2", "data.warmup_sft_steps=20")
+    calls = iter(range(100))
+    monkeypatch.setattr(loop.preemption, "requested", lambda: next(calls) == 3)
+    result = loop.train(cfg, tmp_path)
+    assert result["preempted"] is True and result["step"] is None
+    assert next(calls) == 4  # asked 4 times: before each of the first 4 of 10 warm-start calls
+    assert rollout_steps(tmp_path) == []
+    assert not any("warmup/steps" in r for r in read_records(tmp_path / "metrics.jsonl"))
+    assert checkpoint.find_latest(tmp_path / "checkpoints") is None
 
 
 def test_crashed_run_resumes_after_last_checkpoint(make_cfg, tmp_path: Path, monkeypatch) -> None:

@@ -5,6 +5,7 @@ cluster, ports, temp dir and CPU subset."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import pytest
 from support.slurmenv import NO_SLURM, wait_for_state
 from support.tiny import TINY_BARE_RUN
 
+from miles_hydra.cluster import cleanup, secrets
 from miles_hydra.config.cluster import ClusterConfig, ClusterKind
 from miles_hydra.errors import ConfigError
-from miles_hydra.sweep.packing import Slot, slots
+from miles_hydra.sweep.packing import PackedTask, Slot, slots
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,6 +47,39 @@ def test_gpus_must_split_evenly():
         ClusterConfig(kind=ClusterKind.slurm, gpus_per_node=8, trials_per_job=3)
     with pytest.raises(ConfigError, match=r"cluster.trials_per_job=2 packs trials on one node"):
         ClusterConfig(kind=ClusterKind.slurm, nodes=2, trials_per_job=2)
+
+
+def test_packed_trials_ray_dirs_are_cleaned_like_any_other(tmp_path, monkeypatch):
+    names = {  # mh_ray_<job>_<attempt>p<slot>_<rank> (allocation.PACK_SLOT_ENV)
+        "mh_ray_90_1p0_0": False,  # a sibling trial of the current attempt
+        "mh_ray_90_0p3_0": True,  # a trial of an earlier attempt (requeued)
+        "mh_ray_91_0p1_0": True,  # a packed job no longer queued
+        "mh_ray_92_4_0p2_0": False,  # a trial of a queued array task
+        "mh_ray_93_2_0p0_0": True,  # of an array task that is gone
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(cleanup, "queued_job_ids", lambda user=None: {"92", "92_4"})
+    assert cleanup.clean_dead_ray_dirs("90", 1, tmp_path) == 3
+    assert {p.name for p in tmp_path.iterdir()} == {n for n, dead in names.items() if not dead}
+
+
+def test_the_shared_secrets_file_outlives_every_packed_trial(tmp_path, monkeypatch):
+    path = secrets.write_secrets_file(tmp_path / "secrets", {"WANDB_API_KEY": "wk-1"})
+    monkeypatch.setenv(secrets.SECRETS_FILE_ENV, str(path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def trial(overrides):  # what run_allocation_task does with the secrets
+        secrets.load_secrets()
+        seen = (os.environ.get("WANDB_API_KEY"), path.exists())
+        secrets.delete_secrets()
+        return seen
+
+    # trial 1 starts only after trial 0 ended (no status.json: the task waits for the process)
+    results = PackedTask(trial, 0, 60.0)([([],), ([],)], [str(tmp_path / "0"), str(tmp_path / "1")])
+    assert results == [(("wk-1", True), None), (("wk-1", True), None)]
+    assert not path.exists()  # deleted by the task once the last trial ended
 
 
 @pytest.mark.slurm

@@ -206,6 +206,17 @@ def test_report_metric_and_mode_flags(tmp_path, capsys):
     assert "pending=1" in out
 
 
+def test_last_n_points_are_averaged_into_the_value(tmp_path, capsys):
+    sweep = _sweep(tmp_path)  # rewards per rollout: 0.05 0.1 0.15 (lr 1e-4); 0.05 0.25 0.35 (1e-3)
+    assert main([str(sweep), "--metric", "rollout/raw_reward", "--last", "2"]) == 0
+    out = capsys.readouterr().out
+    metric = "rollout/raw_reward (mean of last 2)"
+    assert f"Best (max {metric}): algorithm.lr=1e-3 algorithm.correction.upper=2 -> 0.3 " in out
+    row = next(r for r in csv.reader(open(sweep / "report" / "summary.csv")) if r[0] == "0")
+    assert row[5:7] == ["2", "0.125"]  # at rollout 2: the mean of 0.1 and 0.15
+    assert main([str(sweep), "--last", "0"]) == 2
+
+
 def test_report_without_manifest_discovers_hydra_job_dirs(tmp_path):
     sweep = tmp_path / "multirun"
     for num, lr in enumerate(["0.1", "0.2"]):

@@ -9,28 +9,41 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
+from miles_hydra.cluster.placement import place_actors
 from miles_hydra.config import RunConfig
 from miles_hydra.config.model import ModelFamily
 from miles_hydra.errors import ClusterError, MilesHydraError
+
+if TYPE_CHECKING:  # imported where used: it imports torch
+    from miles_hydra.backends.local.weight_sync import WeightSync
 
 RAY_TIMEOUT_S = 1800.0  # longest single actor call (a rollout or a train step of a big model)
 ACTOR_START_TIMEOUT_S = 300.0  # actor creation: process start, torch import, model build
 
 
 @contextlib.contextmanager
-def ray_session(cfg: RunConfig) -> Iterator[None]:
+def ray_session(cfg: RunConfig, run_dir: Path) -> Iterator[None]:
     """Join the job's Ray cluster when ``RAY_ADDRESS`` is set, else start a private local one
-    (token auth off, all cores, no dashboard); shut down at the end, also on failure."""
+    (token auth off, all cores, no dashboard); shut down at the end, also on failure.
+
+    With ``logging.verbose=false`` the actors write their output under ``<run_dir>/logs``
+    (``launch.console.redirect_actor_output``) and Ray does not copy it to the console;
+    verbose: Ray prints it there with its ``(TrainerActor pid=...)`` prefix."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     if ray.is_initialized():  # a caller (test, notebook) owns the session
         yield
         return
+    from miles_hydra.launch.console import ray_driver_options
+
     address = os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
+    kwargs: dict[str, Any] = {
+        "configure_logging": False,
+        **ray_driver_options(run_dir, cfg.logging.verbose),
+    }
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -82,13 +95,17 @@ class Actors:
         # Fractional CPUs: the actors take turns, and 2 cores must not deadlock.
         gpus = 1.0 / (n + 1) if device == "cuda" else 0.0
         env = {"env_vars": {"OMP_NUM_THREADS": str(threads), "RAY_AUTH_MODE": "disabled"}}
+        # on several nodes: the trainer on node 0, the engines on the others
+        place = place_actors(cfg.cluster.nodes, n)
         self.trainer = (
             ray.remote(TrainerActor)
-            .options(num_cpus=0.25, num_gpus=gpus, runtime_env=env)
+            .options(num_cpus=0.25, num_gpus=gpus, runtime_env=env, **place.options(place.trainer))
             .remote(cfg, pad_id, threads)
         )
         self.engines = [
-            RolloutEngineActor.options(num_cpus=0.25, num_gpus=gpus, runtime_env=env).remote(
+            RolloutEngineActor.options(
+                num_cpus=0.25, num_gpus=gpus, runtime_env=env, **place.options(place.engines[i])
+            ).remote(
                 cfg.model,
                 cfg.speculative,
                 cfg.precision,
@@ -103,6 +120,7 @@ class Actors:
             )
             for i in range(n)
         ]
+        self._weight_sync: Optional[WeightSync] = None  # routes chosen at the first sync
         # Surface start-up failures (bad checkpoint path, ...) here, with a timeout.
         get(self.trainer.__ray_ready__.remote(), ACTOR_START_TIMEOUT_S, "starting the trainer")
         get(
@@ -159,13 +177,16 @@ class Actors:
         return get(self.trainer.warmup_sft.remote(examples, batch_size, last), what="warm-start")
 
     def sync_weights(self) -> float:
-        """Push the trainer's weights (incl. the draft head) to every engine; seconds taken."""
-        import ray
+        """Push the trainer's weights (incl. the draft head) to every engine; seconds taken.
+        The first call maps the trainer's weights into each engine by placement (same process,
+        same GPU through CUDA IPC, shared memory on one host; else the object store), so later
+        calls copy device-side only (weight_sync.py)."""
+        from miles_hydra.backends.local.weight_sync import WeightSync
 
         start = time.perf_counter()
-        state = get(self.trainer.engine_state_dict.remote(), what="exporting weights")
-        ref = ray.put(state)
-        get([e.update_weights.remote(ref) for e in self.engines], what="updating engine weights")
+        if self._weight_sync is None:
+            self._weight_sync = WeightSync(self.trainer, self.engines, get)
+        self._weight_sync.sync()
         return time.perf_counter() - start
 
     def save_trainer_part(self, tmp_dir: Path) -> None:

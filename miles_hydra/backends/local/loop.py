@@ -39,17 +39,25 @@ from miles_hydra.backends.local.evaluate import EvalRunner, decode_response
 from miles_hydra.backends.local.metrics import MetricsLogger, read_records, rollout_metrics
 from miles_hydra.cluster import preemption
 from miles_hydra.config import RunConfig
-from miles_hydra.errors import ConfigError
+from miles_hydra.errors import ClusterError, ConfigError
+from miles_hydra.launch.console import dead_actor_note
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Run the configured RL job in ``run_dir``; return the final metrics."""
+    """Run the configured RL job in ``run_dir``; return the final metrics. A Ray actor that
+    dies makes a ClusterError naming its log file (``<run_dir>/logs``) with its last lines."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with ray_session(cfg):
-        return _Loop(cfg, run_dir).run()
+    with ray_session(cfg, run_dir):
+        try:
+            return _Loop(cfg, run_dir).run()
+        except ClusterError as exc:
+            note = dead_actor_note(exc, run_dir)
+            if note is None:
+                raise
+            raise ClusterError(f"{exc}\n{note}") from exc
 
 
 class _Loop:
@@ -117,8 +125,9 @@ class _Loop:
         cfg = self.cfg
         try:
             fresh = not self.resumed
-            if fresh:
-                self._warm_start()
+            if fresh and not self._warm_start():
+                log.warning("stop requested during the warm-start; the next attempt repeats it")
+                return {**self._final(), preemption.PREEMPTED_KEY: True, "step": None}
             self.actors.sync_weights()
             if fresh and cfg.rollout.eval_interval:
                 self.logger.log_eval(0, self.evaluator.run())
@@ -140,10 +149,12 @@ class _Loop:
                 self.pool.shutdown(wait=True, cancel_futures=True)
             self.logger.close()
 
-    def _warm_start(self) -> None:
+    def _warm_start(self) -> bool:
+        """The supervised warm-start, in ten calls; False when a stop was requested between
+        two of them (a signal, a Slurm preemption): the run then ends without RL."""
         steps = self.cfg.data.warmup_sft_steps
         if steps == 0:
-            return
+            return True
         if self.cfg.rollout.eval_interval:
             self.actors.sync_weights()
             self.logger.log_eval(-1, self.evaluator.run())  # accuracy before the warm-start
@@ -152,6 +163,8 @@ class _Loop:
         chunk = max(1, steps // 10)  # ten calls, so the progress bar moves
         first = None
         for done in range(0, steps, chunk):
+            if preemption.requested():
+                return False
             n = min(chunk, steps - done)
             examples = self.source.sft_examples(n * batch)
             metrics = self.actors.warmup_sft(examples, batch, last=done + n >= steps)
@@ -165,6 +178,7 @@ class _Loop:
         metrics["warmup/sft_loss_first"] = first
         metrics["perf/warmup_time"] = time.perf_counter() - start
         self.logger.log_event({"warmup/steps": steps, **metrics})
+        return True
 
     def _generate(
         self, prompts: list[list[int]], caps: list[int], groups: list[int], stop: int | None

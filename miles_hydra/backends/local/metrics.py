@@ -10,6 +10,7 @@ line), to a tqdm progress bar with the key numbers, and to the trackers of ``log
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,6 +23,7 @@ import numpy as np
 from miles_hydra.backends.local.spec_monitor import DEPTH_RATE_PREFIX
 from miles_hydra.backends.local.trackers import WandbTracker, open_trackers
 from miles_hydra.config import RunConfig
+from miles_hydra.launch.console import log_above_bar
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +111,14 @@ class MetricsLogger:
             self.path.unlink()
         self.steps_per_rollout = cfg.rollout.num_steps_per_rollout
         self.bar = None
+        self.console = contextlib.ExitStack()
         if cfg.logging.progress_bar:
             from tqdm import tqdm
 
             self.bar = tqdm(
                 total=cfg.rollout.num_rollout, initial=start_step, desc="rollouts", unit="rollout"
             )
+            self.console.enter_context(log_above_bar())  # log lines (checkpoints) above it
         self.postfix: dict[str, str] = {}
         self.trackers = open_trackers(cfg, self.run_dir, start_step, wandb_id)
 
@@ -165,6 +169,7 @@ class MetricsLogger:
     def close(self, write_plots_too: bool = True) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.console.close()
         for tracker in self.trackers:
             tracker.close()
         self.trackers = []
@@ -207,11 +212,7 @@ def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
     """PNG plots (reward, eval accuracy, mismatch, timings, ...) from a metrics.jsonl; a plot
     whose metrics no record has (e.g. speculative ones of a run without drafting) is skipped.
     x is the rollout (eval: rollouts done, -1 = before the supervised warm-start)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     records = read_records(metrics_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     series = dict(_PLOTS)
@@ -232,6 +233,22 @@ def write_plots(metrics_path: Path, out_dir: Path) -> list[Path]:
             written.append(path)
         plt.close(fig)
     return written
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, without the "Matplotlib is building the font
+    cache" line its first import on a machine logs."""
+    font_log = logging.getLogger("matplotlib.font_manager")
+    level = font_log.level
+    font_log.setLevel(logging.ERROR)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    finally:
+        font_log.setLevel(level)
+    return plt
 
 
 def _draw(ax: Any, records: list[dict[str, Any]], keys: list[str]) -> set[int]:

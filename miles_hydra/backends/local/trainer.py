@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from miles_hydra.backends.local import algo, checkpoint
+from miles_hydra.backends.local import algo, checkpoint, weight_sync
 from miles_hydra.backends.local.critic import Critic
 from miles_hydra.backends.local.draft import mtp_loss, mtp_loss_scale
 from miles_hydra.backends.local.models import build_policy, load_policy_weights, save_checkpoint_dir
@@ -41,15 +41,15 @@ from miles_hydra.config import RunConfig
 from miles_hydra.config.algorithm import AdvantageEstimator, Optimizer
 from miles_hydra.config.speculative import SpecMode
 from miles_hydra.errors import TrainingError
-
-SFT_LR_FACTOR = 40.0  # warm-start LR / RL LR when data.warmup_sft_lr is not set
+from miles_hydra.launch.console import redirect_actor_output
 
 
 def warmup_sft_lr(cfg: RunConfig) -> float:
-    """LR of the supervised warm-start: ``data.warmup_sft_lr`` when set, else ``SFT_LR_FACTOR x algorithm.lr`` (supervised steps take a far larger LR than RL;
-    tiny_dense: 2e-3 vs 5e-5)."""
-    explicit = cfg.data.warmup_sft_lr
-    return float(explicit) if explicit else SFT_LR_FACTOR * cfg.algorithm.lr
+    """LR of the supervised warm-start: ``data.warmup_sft_lr`` (validation requires it with
+    warm-start steps)."""
+    if cfg.data.warmup_sft_lr is None:
+        raise ValueError("data.warmup_sft_lr is unset: the config was not validated")
+    return float(cfg.data.warmup_sft_lr)
 
 
 def resolve_device(name: str) -> str:
@@ -75,6 +75,7 @@ class TrainerActor:
     """Holds the policy (train dtype), reference, critic and optimizer; trains on rollouts."""
 
     def __init__(self, cfg: RunConfig, pad_id: int, num_threads: Optional[int] = None) -> None:
+        redirect_actor_output("trainer")  # quiet console: output to <run_dir>/logs/trainer.log
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(cfg.seed)
@@ -101,6 +102,7 @@ class TrainerActor:
             self.optimizer, lr_lambda(cfg.algorithm, total)
         )
         self.global_step = 0
+        self._weight_export: Optional[weight_sync.WeightExport] = None  # at the first sync
         self._sft_optimizer: Optional[torch.optim.Optimizer] = None
 
     # ----------------------------------------------------------------- set-up helpers
@@ -386,6 +388,18 @@ class TrainerActor:
     def engine_state_dict(self) -> dict[str, torch.Tensor]:
         """The policy's weights (``lm.*`` and ``draft.*``) on CPU, for the rollout engines."""
         return {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
+
+    def weight_sources(self, places: list[weight_sync.Place]) -> list[Any]:
+        """Per engine place, what it maps to read the policy's weights without a copy through
+        Ray (None: that engine takes ``engine_state_dict``); exported once (weight_sync.py)."""
+        if self._weight_export is None:
+            self._weight_export = weight_sync.WeightExport(self.policy)
+        return [self._weight_export.source_for(place) for place in places]
+
+    def publish_weights(self) -> None:
+        """Before engines copy mapped weights: CUDA work done, nothing reallocated."""
+        assert self._weight_export is not None, "weight_sources() first"
+        self._weight_export.publish()
 
     def save(self, ckpt_dir: str) -> None:
         """Write ``model/`` (HF dir) and ``trainer.pt`` into a checkpoint directory."""

@@ -31,6 +31,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from miles_hydra.backends.local import weight_sync
 from miles_hydra.backends.local.models import PolicyModel, build_policy, torch_dtype
 from miles_hydra.backends.local.rollout.decode import BatchedDecoder
 from miles_hydra.backends.local.rollout.graphs import DecodeStep
@@ -110,6 +111,8 @@ class RolloutEngine:
         self.attn_kernel = attn_kernel
         self._decode_step: Optional[DecodeStep] = None
         self._group_stop: Optional[_GroupStop] = None
+        self._stream: Optional[torch.cuda.Stream] = None  # generate()'s CUDA stream
+        self._mapped: Optional[weight_sync.MappedWeights] = None  # attach_weights()
 
     # ----------------------------------------------------------------- weights
     def update_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
@@ -123,9 +126,48 @@ class RolloutEngine:
                 self._params[name].data.copy_(value)
         return len(state_dict)
 
+    def weight_place(self) -> weight_sync.Place:
+        """Where this engine's weights live (the trainer picks a sync route from it)."""
+        return weight_sync.place_of(self.device)
+
+    def attach_weights(self, source: weight_sync.WeightSource) -> str:
+        """Map the trainer's exported weights once (``TrainerActor.weight_sources``); returns
+        the route. ``pull_weights`` then copies them in place, so captured graphs stay valid."""
+        self._mapped = weight_sync.MappedWeights(source, self._params)
+        return self._mapped.route.value
+
+    def pull_weights(self) -> int:
+        """Copy (cast) the mapped trainer weights into the engine's; returns tensors copied."""
+        assert self._mapped is not None, "attach_weights() first"
+        return self._mapped.pull()
+
     # -------------------------------------------------------------- generation
-    @torch.no_grad()
     def generate(
+        self,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        record_routing: bool = False,
+        max_new_tokens_per_prompt: Optional[list[int]] = None,
+        groups: Optional[list[int]] = None,
+        stop_after_groups: Optional[int] = None,
+    ) -> list[GenOutput]:
+        """Generate one response per prompt: ``_generate`` (below), on a CUDA device on the
+        engine's own stream, so that generation in a background thread of the trainer's process
+        (the one-step-off pipeline) overlaps on the GPU with training on the default stream."""
+        args = (prompts, params, record_routing, max_new_tokens_per_prompt, groups)
+        if self.device.type != "cuda":
+            return self._generate(*args, stop_after_groups)
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        caller = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(caller)  # weights written on the caller's stream come first
+        with torch.cuda.stream(self._stream):
+            outputs = self._generate(*args, stop_after_groups)
+        caller.wait_stream(self._stream)
+        return outputs
+
+    @torch.no_grad()
+    def _generate(
         self,
         prompts: list[list[int]],
         params: SamplingParams,
