@@ -24,9 +24,11 @@ across calls and weights are updated in place, so captured graphs stay valid.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -48,6 +50,17 @@ from miles_hydra.backends.local.rollout.sampling import (
 from miles_hydra.config.model import ModelConfig
 from miles_hydra.config.precision import PrecisionConfig
 from miles_hydra.config.speculative import SpeculativeConfig
+
+
+def _on_own_stream(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a RolloutEngine method inside ``self._own_stream()``."""
+
+    @functools.wraps(method)
+    def wrapper(self: RolloutEngine, *args: Any, **kwargs: Any) -> Any:
+        with self._own_stream():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -142,32 +155,25 @@ class RolloutEngine:
         return self._mapped.pull()
 
     # -------------------------------------------------------------- generation
-    def generate(
-        self,
-        prompts: list[list[int]],
-        params: SamplingParams,
-        record_routing: bool = False,
-        max_new_tokens_per_prompt: Optional[list[int]] = None,
-        groups: Optional[list[int]] = None,
-        stop_after_groups: Optional[int] = None,
-    ) -> list[GenOutput]:
-        """Generate one response per prompt: ``_generate`` (below), on a CUDA device on the
-        engine's own stream, so that generation in a background thread of the trainer's process
-        (the one-step-off pipeline) overlaps on the GPU with training on the default stream."""
-        args = (prompts, params, record_routing, max_new_tokens_per_prompt, groups)
+    @contextlib.contextmanager
+    def _own_stream(self) -> Iterator[None]:
+        """On a CUDA device, the engine's own stream: generation in a background thread of the
+        trainer's process (the one-step-off pipeline) overlaps on the GPU with training on the
+        default stream. Weights written on the caller's stream come first."""
         if self.device.type != "cuda":
-            return self._generate(*args, stop_after_groups)
+            yield
+            return
         if self._stream is None:
             self._stream = torch.cuda.Stream(self.device)
         caller = torch.cuda.current_stream(self.device)
-        self._stream.wait_stream(caller)  # weights written on the caller's stream come first
+        self._stream.wait_stream(caller)
         with torch.cuda.stream(self._stream):
-            outputs = self._generate(*args, stop_after_groups)
+            yield
         caller.wait_stream(self._stream)
-        return outputs
 
+    @_on_own_stream
     @torch.no_grad()
-    def _generate(
+    def generate(
         self,
         prompts: list[list[int]],
         params: SamplingParams,
@@ -182,7 +188,8 @@ class RolloutEngine:
         groups / stop_after_groups (partial rollout, over-sampling): a group id per prompt; once
         ``stop_after_groups`` groups have all their prompts done, generation stops and every
         prompt still running or waiting comes back ``aborted`` with the tokens it has so far
-        (prompts are admitted in list order, so put the ones to finish first at the front)."""
+        (prompts are admitted in list order, so put the ones to finish first at the front).
+        On CUDA it runs on the engine's own stream (``_own_stream``)."""
         if not prompts:
             return []
         if any(len(p) == 0 for p in prompts):
